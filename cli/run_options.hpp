@@ -1,0 +1,43 @@
+// `ferry run` options: what the command line and the TOML config say (RunArgs,
+// all optional strings as typed by the user), how they merge (the command line
+// wins), and their validation into a MachineConfig with one clear error each.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.hpp"
+#include "vmm/machine.hpp"
+
+namespace ferry {
+
+struct RunArgs {
+    std::optional<std::string> kernel, initrd, cmdline, mem, cpus, qmp, serial;
+    std::optional<std::string> memory_backend, thp, ksm, numa_node, net, incoming;
+    std::vector<std::string> disks;
+};
+
+// Reads a TOML config (keys named like the long options: kernel, mem, cpus,
+// memory-backend, ...). Unknown keys and wrong types are errors.
+Result<RunArgs> parse_run_config(std::string_view toml_text, const std::string& origin);
+// Fields set in `cli` replace those of `file`.
+RunArgs merge_run_args(RunArgs file, const RunArgs& cli);
+
+enum class SerialKind { Stdio, File, None };
+struct SerialSpec {
+    SerialKind kind = SerialKind::Stdio;
+    std::string path;
+};
+Result<SerialSpec> parse_serial(const std::string& s);
+
+struct RunPlan {
+    MachineConfig machine;  // serial_fd is left for the caller to open
+    SerialSpec serial;
+    std::optional<std::string> qmp;
+};
+// Validates every field; the error names the option and the bad value.
+Result<RunPlan> plan_run(const RunArgs& args);
+
+}  // namespace ferry

@@ -1,0 +1,47 @@
+// 8250/16550A UART (the PC's COM1 at 0x3f8, IRQ 4). Transmit goes to a host fd
+// (stdout unbuffered, or a file); the receive side is empty. Registers:
+//   +0 RBR/THR (DLL when LCR.DLAB)   +1 IER (DLM when DLAB)   +2 IIR/FCR
+//   +3 LCR  +4 MCR  +5 LSR  +6 MSR  +7 SCR
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+
+#include "devices/bus.hpp"
+
+namespace ferry {
+
+class Serial : public BusDevice {
+public:
+    using IrqFn = std::function<void(bool level)>;
+    // Writes every transmitted byte to `out_fd` (not owned), raising `irq` as the
+    // IER/IIR state says.
+    Serial(int out_fd, IrqFn irq) : out_fd_(out_fd), irq_(std::move(irq)) {}
+
+    std::string id() const override { return "serial0"; }
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // Plain register state, for save/restore.
+    struct State {
+        uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, dll = 0x0c, dlm = 0, fcr = 0;
+        bool thre_pending = false;
+    };
+    State state() const;
+    void set_state(const State& s);
+
+private:
+    uint8_t read_reg(uint64_t reg);
+    void write_reg(uint64_t reg, uint8_t v);
+    void emit(uint8_t byte);
+    void update_irq();
+
+    mutable std::mutex mu_;
+    State s_;
+    bool irq_level_ = false;
+    int out_fd_;
+    IrqFn irq_;
+};
+
+}  // namespace ferry

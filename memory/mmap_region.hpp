@@ -1,0 +1,57 @@
+// MmapRegion: RAII owner of one host mapping that backs guest RAM (or a borrowed
+// view of someone else's mapping, which it does not unmap). Mappings are aligned to
+// 2 MiB in host-virtual space so that transparent huge pages can back them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "base/error.hpp"
+#include "base/fd.hpp"
+
+namespace ferry {
+
+enum class Backend { Anonymous, Memfd, Hugetlbfs };
+const char* backend_name(Backend b);
+std::optional<Backend> parse_backend(const std::string& s);
+
+inline constexpr uint64_t kHugePageSize = 2ull << 20;
+
+class MmapRegion {
+public:
+    // A fresh private anonymous mapping (Anonymous), or a shared mapping of a new
+    // memfd (Memfd) or of a hugetlbfs-backed memfd (Hugetlbfs), of `size` bytes
+    // (a multiple of 4 KiB; of 2 MiB for Hugetlbfs), aligned to 2 MiB.
+    static Result<MmapRegion> create(Backend backend, uint64_t size, const std::string& name);
+    // A view that does not own the mapping (tests, fuzzers).
+    static MmapRegion borrowed(uint8_t* addr, uint64_t size);
+
+    MmapRegion(const MmapRegion&) = delete;
+    MmapRegion& operator=(const MmapRegion&) = delete;
+    MmapRegion(MmapRegion&& o) noexcept;
+    MmapRegion& operator=(MmapRegion&& o) noexcept;
+    ~MmapRegion();
+
+    uint8_t* addr() const { return addr_; }
+    uint64_t size() const { return size_; }
+    Backend backend() const { return backend_; }
+    bool owned() const { return owned_; }
+    // The memfd behind a Memfd/Hugetlbfs mapping, -1 otherwise.
+    int fd() const { return fd_.get(); }
+
+private:
+    MmapRegion(uint8_t* addr, uint64_t size, bool owned, Backend backend, Fd fd)
+        : addr_(addr), size_(size), owned_(owned), backend_(backend), fd_(std::move(fd)) {}
+    void unmap() noexcept;
+
+    uint8_t* addr_;
+    uint64_t size_;
+    bool owned_;
+    Backend backend_;
+    Fd fd_;
+};
+
+}  // namespace ferry

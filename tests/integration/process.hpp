@@ -1,0 +1,51 @@
+// A child process for the integration tests: argv, stdout/stderr captured through
+// pipes, line-by-line waits with timeouts, signals, and exit status.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace ferry::test {
+
+class Process {
+public:
+    explicit Process(std::vector<std::string> argv);
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+    ~Process();  // SIGKILLs and reaps the child if it is still running
+
+    // Waits until a stdout line matches `re`; returns that line.
+    std::optional<std::string> wait_line(const std::regex& re, std::chrono::milliseconds timeout);
+    // Waits for the child to exit; returns its exit status (128+signal if killed).
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+    void signal(int sig);
+    pid_t pid() const { return pid_; }
+
+    const std::vector<std::string>& out_lines() const { return out_lines_; }
+    const std::string& err() const { return err_; }
+    std::string out_text() const;
+    // Reads whatever output is pending without blocking long.
+    void drain(std::chrono::milliseconds timeout = std::chrono::milliseconds(50));
+
+private:
+    bool pump(std::chrono::milliseconds timeout);  // false when both pipes are closed
+
+    pid_t pid_ = -1;
+    int out_fd_ = -1, err_fd_ = -1;
+    std::string out_partial_, err_;
+    std::vector<std::string> out_lines_;
+    size_t scanned_ = 0;
+    std::optional<int> status_;
+};
+
+// Paths baked in by the build.
+std::string ferry_bin();
+std::string testguest_elf();
+bool kvm_available();
+
+}  // namespace ferry::test
