@@ -53,6 +53,7 @@ struct config {
     u64 seed;
     u64 tsc_khz; /* 0 = detect */
     u64 ticks;   /* 0 = run forever */
+    u64 inject;  /* self-test: at this tick, flip a bit in a working-set page (verify mode) */
 };
 
 /* A physically contiguous piece of the window: [voff, voff+len) -> [gpa, gpa+len). */

@@ -202,7 +202,7 @@ static void read_start_info(void) {
     if (si->version >= 1 && si->memmap_paddr && si->memmap_entries) {
         const struct hvm_memmap_entry *mm = (const struct hvm_memmap_entry *)si->memmap_paddr;
         map_range(si->memmap_paddr, si->memmap_entries * sizeof *mm);
-        for (u32 i = 0; i < si->memmap_entries; i++)
+        for (u32 i = 0; i < si->memmap_entries && i < 1024; i++)
             if (mm[i].type == 1 && mm[i].size) add_ram(mm[i].addr, mm[i].size);
     }
     if (!memmap_n) {
@@ -280,6 +280,9 @@ static void parse_cmdline(struct config *c) {
         } else if (str_eq(k, kn, "ticks")) {
             if (!parse_u64(v, vn, &x)) bad("ticks");
             c->ticks = x;
+        } else if (str_eq(k, kn, "inject_corrupt")) {
+            if (!parse_u64(v, vn, &x)) bad("inject_corrupt");
+            c->inject = x;
         }
     }
 }
@@ -347,13 +350,10 @@ static u64 pit_calibrate(void) {
 static u64 tsc_detect(void) {
     u32 a, b, c, d, max;
     if (g.cfg.tsc_khz) return g.cfg.tsc_khz;
-    cpuid(1, &a, &b, &c, &d);
-    if (c >> 31) { /* hypervisor present */
-        cpuid(0x40000000, &a, &b, &c, &d);
-        if (a >= 0x40000010 && a < 0x40010000) {
-            cpuid(0x40000010, &a, &b, &c, &d);
-            if (a) return a;
-        }
+    cpuid(0x40000000, &a, &b, &c, &d); /* hypervisor leaves: 0x40000010 EAX = TSC kHz */
+    if (a >= 0x40000010 && a < 0x40000100) {
+        cpuid(0x40000010, &a, &b, &c, &d);
+        if (a) return a;
     }
     cpuid(0, &max, &b, &c, &d);
     if (max >= 0x15) {

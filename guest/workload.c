@@ -206,7 +206,7 @@ static __attribute__((noreturn)) void run(u32 me, int bsp) {
     const u64 q = my_rate ? hz / my_rate : 0, r = my_rate ? hz % my_rate : 0, backlog = hz / 10;
     u64 next_due = g.start_tsc, frac = 0;
 
-    int rw_active = 0, verify_turn = 0;
+    int rw_active = 0, verify_turn = 0, inject = 0;
     u32 rw_chunk = 0, rw_gen = 0;
     u64 rw_page = lo, rw_cursor = lo, rw_base = 0, vf_page = lo;
     u32 vf_chunk = 0;
@@ -284,6 +284,12 @@ static __attribute__((noreturn)) void run(u32 me, int bsp) {
         if (bsp && (s64)(now - next_tick) >= 0) {
             do_tick(now, hz);
             last = rdtsc();
+            if (g.cfg.inject && g.epoch == g.cfg.inject) inject = 1;
+        }
+        if (inject && mode == MODE_VERIFY && hi > lo && !(rw_active && rw_page == vf_page)) {
+            /* Self-test (inject_corrupt=N): the next verify step must report this page. */
+            ((volatile u64 *)(ws + vf_page * PAGE_SIZE))[vf_chunk * CHUNK_WORDS] ^= 1;
+            inject = 0;
         }
         if (g.halt) sys_park();
     }

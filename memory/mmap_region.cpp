@@ -55,7 +55,7 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
     Fd fd(-1);
     int flags = MAP_FIXED;
     if (backend == Backend::Anonymous) {
-        flags |= MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+        flags |= MAP_PRIVATE | MAP_ANONYMOUS;  // accounted: the host refuses what it cannot back
     } else {
         unsigned mfd_flags = MFD_CLOEXEC;
         if (backend == Backend::Hugetlbfs) mfd_flags |= MFD_HUGETLB | MFD_HUGE_2MB;
@@ -79,6 +79,8 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
         if (backend == Backend::Hugetlbfs && e == ENOMEM)
             return fail(Domain::Memory, "not enough free 2 MiB huge pages for " + format_size(size) +
                                             " of guest RAM (reserve them in /proc/sys/vm/nr_hugepages)");
+        if (e == ENOMEM)
+            return fail(Domain::Memory, "the host cannot provide " + format_size(size) + " of guest RAM (--mem too large?)", e);
         return fail(Domain::Memory, "mapping " + format_size(size) + " of guest RAM (" + backend_name(backend) + ")", e);
     }
     return MmapRegion(static_cast<uint8_t*>(p), size, true, backend, std::move(fd));

@@ -7,6 +7,7 @@
 
 #include "base/file.hpp"
 #include "base/log.hpp"
+#include "base/size.hpp"
 #include "devices/platform.hpp"
 #include "memory/policy.hpp"
 #include "vmm/boot/pvh.hpp"
@@ -49,12 +50,22 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     if (auto ok = vm->create_irqchip(); !ok) return std::unexpected(ok.error());
     if (auto ok = vm->create_pit2(); !ok) return std::unexpected(ok.error());
 
+    // The RAM's top guest-physical address must fit the host's physical address width.
+    if (auto cpuid = kvm->supported_cpuid()) {
+        if (auto* leaf = cpuid->find(0x80000008)) {
+            uint32_t bits = leaf->eax & 0xff;
+            uint64_t top = ram_layout(cfg.mem_size).back().start.raw() + ram_layout(cfg.mem_size).back().size;
+            if (bits >= 32 && bits < 64 && top > (1ull << bits))
+                return fail(Domain::Config, fmt::format("--mem {} does not fit this host's {}-bit guest-physical address space",
+                                                        format_size(cfg.mem_size), bits));
+        }
+    }
     auto mem = GuestMemory::create(cfg.mem_size, cfg.backend);
     if (!mem) return std::unexpected(mem.error());
     for (const auto& r : mem->regions()) {
         if (auto ok = apply_thp(r.map, cfg.thp); !ok) return std::unexpected(ok.error());
         if (auto ok = vm->set_user_memory_region(r.slot, r.start.raw(), r.size(), r.map.addr()); !ok)
-            return std::unexpected(ok.error());
+            return fail(Domain::Memory, "KVM refused " + format_size(r.size()) + " of guest RAM: " + ok.error().message());
     }
     Fd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!event.valid()) return fail_errno(Domain::Kvm, "eventfd");

@@ -47,7 +47,9 @@ TEST_CASE("bad input gives one clear error line", "[kvm][cli]") {
     expect_clean_error({"run", "--kernel", write_temp("text.elf", "this is not an ELF file\n")}, "not an ELF");
     expect_clean_error({"run", "--kernel", truncated_guest()}, "outside the file");
     expect_clean_error({"run", "--kernel", guest, "--mem", "0"}, "--mem");
-    expect_clean_error({"run", "--kernel", guest, "--mem", "64T"}, "guest RAM");
+    expect_clean_error({"run", "--kernel", guest, "--mem", "64T"}, "--mem");
+    expect_clean_error({"run", "--kernel", guest, "--mem", "16000P"}, "--mem");
+    expect_clean_error({"run", "--kernel", guest, "--mem", "4T"}, "guest RAM");
     expect_clean_error({"run", "--kernel", guest, "--cpus", "0"}, "--cpus");
     expect_clean_error({"run", "--kernel", guest, "--frobnicate"}, "--frobnicate");
     expect_clean_error({"run", "--config", write_temp("bad.toml", "kernel = [unclosed\n")}, "bad.toml");
