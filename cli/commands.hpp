@@ -12,4 +12,26 @@ inline constexpr int kExitGuestCrash = 3;  // triple fault, emulation failure
 
 int cmd_run(const RunArgs& args, bool memory_report);
 
+// `ferry qmp`: one QMP command to a running ferry (cli/qmp.cpp).
+struct QmpArgs {
+    std::string socket;               // --qmp PATH
+    std::string command;              // COMMAND
+    std::optional<std::string> args;  // ARGS-JSON, an object
+    double timeout_s = 30;            // per step: greeting + negotiation, then the command
+};
+int cmd_qmp(const QmpArgs& args);
+
+// `ferry migrate`: drive a live migration through the source's QMP socket and show
+// its progress (cli/migrate.cpp).
+struct MigrateArgs {
+    std::string qmp;                           // --qmp PATH of the source
+    std::string to;                            // --to tcp:HOST:PORT
+    std::string mode = "precopy";              // precopy|postcopy|hybrid
+    std::optional<uint64_t> downtime_limit;    // ms
+    std::optional<std::string> max_bandwidth;  // bytes/s with K/M/G suffix
+    bool progress = false;                     // a progress line on stderr
+    bool json = false;                         // one query-migrate JSON line per poll on stdout
+};
+int cmd_migrate(const MigrateArgs& args);
+
 }  // namespace ferry

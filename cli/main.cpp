@@ -13,34 +13,48 @@
 namespace {
 
 constexpr const char* kRunHelp =
-    "Boot a guest kernel (a PVH ELF: the test guest, or a Linux vmlinux with a PVH note) on /dev/kvm.\n"
+    "Boot a guest kernel (a PVH ELF such as the test guest, a Linux bzImage or vmlinux) on /dev/kvm.\n"
     "The guest's serial console goes to stdout; ferry's own messages to stderr.\n"
     "Exit status: the guest's power-off code (port 0xf4), 0 after SIGINT/SIGTERM or a guest reset,\n"
     "1 when ferry cannot run the guest, 2 for bad options, 3 when the guest crashes (triple fault).";
 
-int not_implemented(const char* what) {
-    fmt::print(stderr, "ferry: {} is not implemented yet\n", what);
-    return 1;
-}
+constexpr const char* kQmpHelp =
+    "Connects to PATH, negotiates capabilities, executes COMMAND and prints its `return` value as JSON.\n"
+    "Exit status: 0 on success, 1 on an error reply (class and desc on stderr) or a broken exchange,\n"
+    "2 for bad options or ARGS-JSON, or when nothing listens on PATH.";
+
 
 void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
     run.add_option("--config", config, "TOML file with any of these options (the command line wins)");
-    run.add_option("--kernel", a.kernel, "guest kernel: PVH ELF image")->type_name("PATH");
-    run.add_option("--initrd", a.initrd, "initrd, handed to the kernel as PVH module 0")->type_name("PATH");
+    run.add_option("--kernel", a.kernel, "guest kernel: a PVH ELF (the test guest), a Linux bzImage, or a Linux vmlinux")->type_name("PATH");
+    run.add_option("--initrd", a.initrd, "initrd (Linux: boot_params ramdisk; PVH: module 0)")->type_name("PATH");
     run.add_option("--cmdline", a.cmdline, "kernel command line")->type_name("STR");
     run.add_option("--mem", a.mem, "guest RAM, with K/M/G suffix, multiple of 2M (default 256M)")->type_name("SIZE");
     run.add_option("--cpus", a.cpus, "number of vCPUs, 1-64 (default 1); the guest starts the APs")->type_name("N");
     run.add_option("--serial", a.serial, "console: stdio (default), file:PATH or none")->type_name("stdio|file:PATH|none");
-    run.add_option("--memory-backend", a.memory_backend, "guest RAM backing: anon (default), memfd, hugetlbfs")
+    run.add_option("--memory-backend", a.memory_backend, "guest RAM backing: anon (default), memfd, hugetlbfs (needs 2 MiB pages reserved in /proc/sys/vm/nr_hugepages)")
         ->type_name("anon|memfd|hugetlbfs");
-    run.add_option("--thp", a.thp, "transparent huge pages on guest RAM (default on)")->type_name("on|off");
-    run.add_option("--qmp", a.qmp, "QMP monitor socket (not implemented yet)")->type_name("PATH");
-    run.add_option("--ksm", a.ksm, "KSM merging of guest RAM (not implemented yet)")->type_name("on|off");
-    run.add_option("--numa-node", a.numa_node, "host NUMA placement (not implemented yet)")
-        ->type_name("NODE[:bind|preferred|interleave]");
+    run.add_option("--thp", a.thp, "transparent huge pages on guest RAM: MADV_HUGEPAGE / MADV_NOHUGEPAGE (default on)")->type_name("on|off");
+    run.add_option("--qmp", a.qmp, "QMP monitor socket, created mode 0600 (see docs/qmp.md)")->type_name("PATH");
+    run.add_option("--ksm", a.ksm,
+                   "KSM merging of guest RAM: MADV_MERGEABLE, anon backend only (default off); warns when ksmd is not "
+                   "running (ferry never changes /sys/kernel/mm/ksm)")
+        ->type_name("on|off");
+    run.add_option("--numa-node", a.numa_node,
+                   "place guest RAM on host NUMA node(s) with mbind, e.g. 0, 0:preferred, 0-1:interleave (default bind)")
+        ->type_name("NODES[:bind|preferred|interleave]");
+    run.add_flag_callback("--prealloc", [&a] { a.prealloc = "on"; },
+                          "populate all guest RAM before boot (MADV_POPULATE_WRITE), with progress on stderr");
+    run.add_flag_callback("--memory-report", [&a] { a.memory_report = "on"; },
+                          "when the guest stops, print per region what the host gave guest RAM (huge pages, KSM, NUMA "
+                          "nodes) on stderr; see docs/memory.md");
     run.add_option("--disk", a.disks, "virtio-blk disk image (not implemented yet)")->type_name("PATH");
     run.add_option("--net", a.net, "virtio-net on a tap device (not implemented yet)")->type_name("tap:NAME");
-    run.add_option("--incoming", a.incoming, "wait for an incoming migration (not implemented yet)")
+    run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
+                          "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
+    run.add_option("--incoming", a.incoming,
+                   "run no guest code; receive a live migration on tcp:HOST:PORT (port 0 picks one, printed on stderr), "
+                   "or wait for QMP migrate-incoming (defer); --kernel is then not needed")
         ->type_name("tcp:HOST:PORT|defer");
 }
 
@@ -59,10 +73,29 @@ int main(int argc, char** argv) {
     run->footer(kRunHelp);
     add_run_options(*run, run_args, config);
 
-    auto* migrate = app.add_subcommand("migrate", "live-migrate a running guest (not implemented yet)");
-    migrate->allow_extras();
-    auto* qmp = app.add_subcommand("qmp", "send one QMP command to a running ferry (not implemented yet)");
-    qmp->allow_extras();
+    ferry::MigrateArgs mig;
+    auto* migrate = app.add_subcommand("migrate", "live-migrate a running guest to another ferry (ferry run --incoming)");
+    migrate->footer(
+        "Talks to the source through its QMP socket: sets the parameters, starts the migration and reports until it ends.\n"
+        "Exit status: 0 when the guest runs on the destination, 1 when the migration failed or was cancelled (Ctrl-C\n"
+        "cancels it; the guest keeps running on the source), 2 for bad options.");
+    migrate->add_option("--qmp", mig.qmp, "QMP socket of the source ferry")->type_name("PATH")->required();
+    migrate->add_option("--to", mig.to, "the destination, started with ferry run --incoming")->type_name("tcp:HOST:PORT")->required();
+    migrate->add_option("--mode", mig.mode, "precopy (default); postcopy and hybrid are not implemented yet")
+        ->type_name("precopy|postcopy|hybrid");
+    migrate->add_option("--downtime-limit", mig.downtime_limit, "largest pause allowed for the last round (default 300)")
+        ->type_name("MS");
+    migrate->add_option("--max-bandwidth", mig.max_bandwidth, "cap in bytes/s, K/M/G suffixes (default: none)")->type_name("RATE");
+    auto* progress_flag = migrate->add_flag("--progress", mig.progress, "show progress on stderr (percent, rate, remaining, dirty rate, round)");
+    migrate->add_flag("--json", mig.json, "print each query-migrate reply as one JSON line on stdout, for scripts")
+        ->excludes(progress_flag);
+    ferry::QmpArgs qmp_args;
+    auto* qmp = app.add_subcommand("qmp", "send one QMP command to a running ferry and print its reply");
+    qmp->footer(kQmpHelp);
+    qmp->add_option("--qmp", qmp_args.socket, "the QMP socket of a `ferry run --qmp PATH`")->type_name("PATH")->required();
+    qmp->add_option("--timeout", qmp_args.timeout_s, "seconds to wait for the server (default 30)")->type_name("SECONDS");
+    qmp->add_option("command", qmp_args.command, "QMP command, e.g. query-status")->type_name("COMMAND")->required();
+    qmp->add_option("args", qmp_args.args, "its arguments, a JSON object, e.g. '{\"enable\": []}'")->type_name("ARGS-JSON");
 
     try {
         app.parse(argc, argv);
@@ -94,10 +127,10 @@ int main(int argc, char** argv) {
                 }
                 run_args = ferry::merge_run_args(std::move(*file_args), run_args);
             }
-            return ferry::cmd_run(run_args, false);
+            return ferry::cmd_run(run_args, run_args.memory_report == "on");
         }
-        if (*migrate) return not_implemented("ferry migrate");
-        if (*qmp) return not_implemented("ferry qmp");
+        if (*migrate) return ferry::cmd_migrate(mig);
+        if (*qmp) return ferry::cmd_qmp(qmp_args);
     } catch (const std::exception& e) {
         fmt::print(stderr, "ferry: {}\n", e.what());
         return ferry::kExitError;

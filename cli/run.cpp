@@ -13,6 +13,10 @@
 #include "base/event_loop.hpp"
 #include "base/fd.hpp"
 #include "cli/commands.hpp"
+#include "monitor/machine_commands.hpp"
+#include "monitor/migration_commands.hpp"
+#include "monitor/migration_control.hpp"
+#include "monitor/server.hpp"
 
 namespace ferry {
 
@@ -57,28 +61,77 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         return kExitError;
     }
 
-    auto machine = Machine::create(plan->machine);
-    if (!machine) {
-        errorln(machine.error().message());
-        return kExitError;
-    }
     auto loop = EventLoop::create();
     if (!loop) {
         errorln(loop.error().message());
         return kExitError;
     }
+    // The QMP socket comes first, so that a live one elsewhere fails fast; the loop
+    // and the command table outlive the server, the server outlives the machine.
+    CommandTable qmp_commands;
+    std::unique_ptr<QmpServer> qmp;
+    if (plan->qmp) {
+        auto server = QmpServer::listen(*loop, *plan->qmp, qmp_commands);
+        if (!server) {
+            errorln(server.error().message());
+            return kExitError;
+        }
+        qmp = std::move(*server);
+    }
+
+    auto machine = Machine::create(plan->machine);
+    if (!machine) {
+        errorln(machine.error().message());
+        return kExitError;
+    }
 
     int exit_status = 0;
+    nlohmann::json shutdown_event = host_shutdown_event_data("host-error");  // replaced by what ends the loop
+    if (qmp) {
+        auto added = add_machine_commands(qmp_commands, {machine->get(),
+                                                         [&](std::string_view name, nlohmann::json data) { qmp->emit_event(name, std::move(data)); },
+                                                         [&] {
+                                                             shutdown_event = host_shutdown_event_data("host-qmp-quit");
+                                                             exit_status = 0;
+                                                             loop->stop();
+                                                         }});
+        if (!added) {
+            errorln(added.error().message());
+            return kExitError;
+        }
+    }
+    auto emit = [&](std::string_view name, nlohmann::json data) {
+        if (qmp) qmp->emit_event(name, std::move(data));
+    };
+    auto migration = MigrationControl::create(*loop, **machine, plan->keep_source, emit, [&](int status, std::string msg) {
+        errorln(msg);
+        exit_status = status;
+        shutdown_event = host_shutdown_event_data(status == 0 ? "host-migrated" : "host-error");
+        loop->stop();
+    });
+    if (!migration) {
+        errorln(migration.error().message());
+        return kExitError;
+    }
+    if (qmp) {
+        if (auto added = add_migration_commands(qmp_commands, **migration); !added) {
+            errorln(added.error().message());
+            return kExitError;
+        }
+    }
+
     auto ok = loop->watch(sigfd.get(), EPOLLIN, [&](uint32_t) {
         signalfd_siginfo si{};
         if (::read(sigfd.get(), &si, sizeof(si)) != sizeof(si)) return;
         errorln(fmt::format("terminating on signal {}", si.ssi_signo));
         exit_status = 0;
+        shutdown_event = host_shutdown_event_data("host-signal");
         loop->stop();
     });
     if (ok) ok = loop->watch((*machine)->shutdown_fd(), EPOLLIN, [&](uint32_t) {
         auto req = (*machine)->shutdown_request();
         if (!req) return;
+        shutdown_event = shutdown_event_data(*req);
         switch (req->kind) {
             case ShutdownKind::PowerOff:
                 exit_status = req->code;
@@ -100,7 +153,21 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         errorln(ok.error().message());
         return kExitError;
     }
-    if (auto started = (*machine)->start(); !started) {
+    if (plan->incoming) {
+        // The guest arrives over the network; its vCPUs start when the source hands over.
+        if (*plan->incoming != "defer") {
+            auto port = (*migration)->start_incoming(*plan->incoming);
+            if (!port) {
+                errorln(port.error().message());
+                return kExitError;
+            }
+            auto addr = parse_tcp_address(*plan->incoming);
+            errorln(fmt::format("waiting for an incoming migration on tcp:{}:{}", addr ? addr->host : "?", *port));
+        } else if (!qmp) {
+            errorln("--incoming defer needs --qmp (the migration starts with QMP migrate-incoming)");
+            return kExitUsage;
+        }
+    } else if (auto started = (*machine)->start(); !started) {
         errorln(started.error().message());
         return kExitError;
     }
@@ -108,7 +175,14 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         errorln(ran.error().message());
         exit_status = kExitError;
     }
+    migration->reset();  // cancels a migration still running, before the vCPUs go
     (*machine)->stop();
+    if (qmp) {
+        // QEMU's order: the quit reply (already queued), then SHUTDOWN; a client that
+        // does not read gets a second to take it before the socket goes.
+        qmp->emit_event("SHUTDOWN", std::move(shutdown_event));
+        qmp->close(std::chrono::seconds(1));
+    }
     return exit_status;
 }
 

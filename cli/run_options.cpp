@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
 #include <charconv>
 
 #include "base/size.hpp"
@@ -28,6 +30,42 @@ Result<void> take_string(const toml::node& node, const std::string& key, std::op
         return {};
     }
     return fail(Domain::Config, fmt::format("config key '{}' has the wrong type", key));
+}
+
+// host-nodes = 0 | "0-1,3" | [0, 1]
+Result<void> take_node_list(const toml::node& node, std::optional<std::string>& out) {
+    if (const auto* arr = node.as_array()) {
+        std::string list;
+        for (const auto& n : *arr) {
+            auto i = n.value<int64_t>();
+            if (!n.is_integer() || !i || *i < 0) return fail(Domain::Config, "memory-zone: host-nodes must be node numbers");
+            list += (list.empty() ? "" : ",") + std::to_string(*i);
+        }
+        out = list;
+        return {};
+    }
+    return take_string(node, "host-nodes", out);
+}
+
+Result<void> take_memory_zones(const toml::node& node, std::vector<MemoryZoneArgs>& out) {
+    const auto* arr = node.as_array();
+    if (!arr) return fail(Domain::Config, "'memory-zone' must be an array of tables ([[memory-zone]])");
+    for (const auto& item : *arr) {
+        const auto* tbl = item.as_table();
+        if (!tbl) return fail(Domain::Config, "'memory-zone' must be an array of tables ([[memory-zone]])");
+        MemoryZoneArgs z;
+        for (const auto& [k, v] : *tbl) {
+            std::string key(k.str());
+            Result<void> ok;
+            if (key == "size") ok = take_string(v, "memory-zone.size", z.size);
+            else if (key == "host-nodes") ok = take_node_list(v, z.host_nodes);
+            else if (key == "policy") ok = take_string(v, "memory-zone.policy", z.policy);
+            else return fail(Domain::Config, fmt::format("memory-zone: unknown key '{}' (size, host-nodes, policy)", key));
+            if (!ok) return ok;
+        }
+        out.push_back(std::move(z));
+    }
+    return {};
 }
 
 Result<bool> parse_on_off(const std::string& opt, const std::string& v) {
@@ -63,6 +101,10 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "numa-node") ok = take_string(node, key, a.numa_node);
         else if (key == "net") ok = take_string(node, key, a.net);
         else if (key == "incoming") ok = take_string(node, key, a.incoming);
+        else if (key == "keep-source") ok = take_string(node, key, a.keep_source);
+        else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
+        else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
+        else if (key == "memory-zone") ok = take_memory_zones(node, a.memory_zones);
         else if (key == "disk") {
             if (const auto* arr = node.as_array()) {
                 for (const auto& d : *arr) {
@@ -100,6 +142,10 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.numa_node, cli.numa_node);
     pick(file.net, cli.net);
     pick(file.incoming, cli.incoming);
+    pick(file.keep_source, cli.keep_source);
+    pick(file.prealloc, cli.prealloc);
+    pick(file.memory_report, cli.memory_report);
+    if (!cli.memory_zones.empty()) file.memory_zones = cli.memory_zones;
     if (!cli.disks.empty()) file.disks = cli.disks;
     return file;
 }
@@ -111,11 +157,63 @@ Result<SerialSpec> parse_serial(const std::string& s) {
     return fail(Domain::Config, fmt::format("--serial must be stdio, none or file:PATH, not '{}'", s));
 }
 
+namespace {
+
+constexpr size_t kMaxMemoryZones = 32;
+
+// [[memory-zone]] tables -> MachineConfig::zones; mem_size becomes their total
+// (a --mem/mem that disagrees is an error).
+Result<void> plan_memory_zones(const RunArgs& a, MachineConfig& m) {
+    if (a.memory_zones.empty()) return {};
+    if (a.memory_zones.size() > kMaxMemoryZones)
+        return fail(Domain::Config, fmt::format("at most {} memory zones, not {}", kMaxMemoryZones, a.memory_zones.size()));
+    uint64_t total = 0;
+    for (size_t i = 0; i < a.memory_zones.size(); ++i) {
+        const auto& z = a.memory_zones[i];
+        auto where = [i](const std::string& what) { return fail(Domain::Config, fmt::format("memory-zone {}: {}", i, what)); };
+        if (!z.size) return where("size is required");
+        auto size = parse_size(*z.size);
+        if (!size || *size == 0 || *size % (2ull << 20) != 0)
+            return where(fmt::format("size '{}' must be a non-zero multiple of 2M", *z.size));
+        MemoryZone zone{*size, {}};
+        std::string mode_text = z.policy.value_or(z.host_nodes ? "bind" : "default");
+        auto mode = parse_numa_mode(mode_text);
+        if (!mode) return where(fmt::format("policy must be bind, preferred, interleave or default, not '{}'", mode_text));
+        std::vector<unsigned> nodes;
+        if (z.host_nodes) {
+            auto parsed = parse_node_list(*z.host_nodes);
+            if (!parsed) return where(fmt::format("host-nodes '{}' is not a node list (e.g. 0, \"0-1\", [0, 1])", *z.host_nodes));
+            nodes = *parsed;
+        }
+        auto numa = make_numa_policy(*mode, std::move(nodes));
+        if (!numa) return where(numa.error().message());
+        zone.numa = *numa;
+        if (__builtin_add_overflow(total, *size, &total)) return where("sizes overflow");
+        m.zones.push_back(std::move(zone));
+    }
+    if (a.mem && m.mem_size != total)
+        return fail(Domain::Config, fmt::format("--mem {} does not match the memory zones' total {}", *a.mem, format_size(total)));
+    m.mem_size = total;
+    return {};
+}
+
+}  // namespace
+
 Result<RunPlan> plan_run(const RunArgs& a) {
     RunPlan p;
     MachineConfig& m = p.machine;
-    if (!a.kernel || a.kernel->empty()) return fail(Domain::Config, "--kernel PATH is required");
-    m.kernel = *a.kernel;
+    if (a.incoming) {
+        // The guest comes from the stream: no kernel is loaded (one given is ignored).
+        if (*a.incoming != "defer" && a.incoming->rfind("tcp:", 0) != 0)
+            return fail(Domain::Config, fmt::format("--incoming must be tcp:HOST:PORT or defer, not '{}'", *a.incoming));
+        p.incoming = a.incoming;
+        m.load_kernel = false;
+        m.kernel = a.kernel.value_or("");
+    } else {
+        if (!a.kernel || a.kernel->empty()) return fail(Domain::Config, "--kernel PATH is required");
+        m.kernel = *a.kernel;
+    }
+    p.keep_source = a.keep_source == "on";
     m.initrd = a.initrd;
     m.cmdline = a.cmdline.value_or("");
     if (a.mem) {
@@ -143,6 +241,29 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         if (!on) return std::unexpected(on.error());
         m.thp = *on;
     }
+    if (a.ksm) {
+        auto on = parse_on_off("--ksm", *a.ksm);
+        if (!on) return std::unexpected(on.error());
+        m.ksm = *on;
+    }
+    if (a.numa_node) {
+        auto numa = parse_numa_node(*a.numa_node);
+        if (!numa) return std::unexpected(numa.error());
+        m.numa = *numa;
+    }
+    if (a.prealloc) {
+        auto on = parse_on_off("--prealloc", *a.prealloc);
+        if (!on) return std::unexpected(on.error());
+        m.prealloc = *on;
+        if (m.prealloc) m.prealloc_progress = prealloc_progress_printer(STDERR_FILENO);
+    }
+    if (a.memory_report) {
+        auto on = parse_on_off("--memory-report", *a.memory_report);
+        if (!on) return std::unexpected(on.error());
+        m.memory_report_fd = *on ? STDERR_FILENO : -1;
+    }
+    if (auto zones = plan_memory_zones(a, m); !zones) return std::unexpected(zones.error());
+    m.warn = [](const std::string& line) { fmt::print(stderr, "ferry: warning: {}\n", line); };
     auto serial = parse_serial(a.serial.value_or("stdio"));
     if (!serial) return std::unexpected(serial.error());
     p.serial = *serial;
@@ -152,9 +273,8 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         bool set;
         const char* opt;
     };
-    for (const auto& pending : {Pending{a.ksm.has_value(), "--ksm"}, Pending{a.numa_node.has_value(), "--numa-node"},
-                                Pending{!a.disks.empty(), "--disk"}, Pending{a.net.has_value(), "--net"},
-                                Pending{a.incoming.has_value(), "--incoming"}, Pending{a.qmp.has_value(), "--qmp"}}) {
+    for (const auto& pending : {Pending{!a.disks.empty(), "--disk"}, Pending{a.net.has_value(), "--net"},
+                                }) {
         if (pending.set) return fail(Domain::Config, fmt::format("{} is not implemented yet", pending.opt));
     }
     return p;

@@ -13,10 +13,19 @@
 
 namespace ferry {
 
+// One TOML [[memory-zone]] table: size, host-nodes (a node list "0-1,3" or an
+// array of node numbers), policy (bind, preferred, interleave, default).
+struct MemoryZoneArgs {
+    std::optional<std::string> size, host_nodes, policy;
+};
+
 struct RunArgs {
     std::optional<std::string> kernel, initrd, cmdline, mem, cpus, qmp, serial;
     std::optional<std::string> memory_backend, thp, ksm, numa_node, net, incoming;
+    std::optional<std::string> prealloc, memory_report;  // flags: "on" / "off"
     std::vector<std::string> disks;
+    std::optional<std::string> keep_source;  // "on" keeps a migrated-away source paused
+    std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };
 
 // Reads a TOML config (keys named like the long options: kernel, mem, cpus,
@@ -36,6 +45,8 @@ struct RunPlan {
     MachineConfig machine;  // serial_fd is left for the caller to open
     SerialSpec serial;
     std::optional<std::string> qmp;
+    std::optional<std::string> incoming;  // tcp:HOST:PORT, or "defer" (wait for migrate-incoming)
+    bool keep_source = false;
 };
 // Validates every field; the error names the option and the bad value.
 Result<RunPlan> plan_run(const RunArgs& args);

@@ -39,7 +39,7 @@ uint8_t Serial::read_reg(uint64_t reg) {
         case 2: {
             uint8_t fifo = (s_.fcr & 1) ? 0xc0 : 0;
             if ((s_.ier & kIerThri) && s_.thre_pending) {
-                s_.thre_pending = false;  // reading IIR acknowledges THRE
+                s_.thre_pending = 0;  // reading IIR acknowledges THRE
                 update_irq();
                 return fifo | kIirThri;
             }
@@ -66,7 +66,7 @@ void Serial::write_reg(uint64_t reg, uint8_t v) {
                 s_.dll = v;
             } else {
                 if (!(s_.mcr & kMcrLoop)) emit(v);
-                s_.thre_pending = true;  // transmit is instantaneous
+                s_.thre_pending = 1;  // transmit is instantaneous
                 update_irq();
             }
             break;
@@ -76,7 +76,7 @@ void Serial::write_reg(uint64_t reg, uint8_t v) {
             } else {
                 uint8_t old = s_.ier;
                 s_.ier = v & 0x0f;
-                if (!(old & kIerThri) && (s_.ier & kIerThri)) s_.thre_pending = true;
+                if (!(old & kIerThri) && (s_.ier & kIerThri)) s_.thre_pending = 1;
                 update_irq();
             }
             break;

@@ -26,7 +26,7 @@ public:
     // Plain register state, for save/restore.
     struct State {
         uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, dll = 0x0c, dlm = 0, fcr = 0;
-        bool thre_pending = false;
+        uint8_t thre_pending = 0;  // 0 or 1 (restored from a stream: no bool)
     };
     State state() const;
     void set_state(const State& s);

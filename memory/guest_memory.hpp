@@ -6,6 +6,10 @@
 //   [low_end ........ 4 GiB)            hole: MMIO, LAPIC, IOAPIC (no RAM)
 //   [4 GiB .......... 4 GiB+high) <-    region 1 mapping (only if RAM > low limit)
 //
+// With memory zones (TOML [[memory-zone]]) guest RAM is cut into consecutive zones,
+// each with its own NUMA policy; a zone that straddles the hole becomes two regions.
+// Each region records its zone and the policy applied to it (memory/policy.hpp).
+//
 // slice(gpa, len) validates the whole [gpa, gpa+len) range (overflow-checked, inside
 // one region) before handing out a span; read_obj/write_obj go through it. Devices,
 // loaders and the migration loader never compute host pointers themselves.
@@ -21,6 +25,7 @@
 #include "base/error.hpp"
 #include "memory/address.hpp"
 #include "memory/mmap_region.hpp"
+#include "memory/policy.hpp"
 
 namespace ferry {
 
@@ -32,11 +37,20 @@ struct RamRange {
 inline constexpr uint64_t kLowRamLimit = 3ull << 30;    // RAM below the 32-bit hole
 inline constexpr uint64_t kHighRamStart = 4ull << 30;   // RAM continues here
 std::vector<RamRange> ram_layout(uint64_t total);
+// ram_layout() of the zones' total, cut at zone boundaries (each a multiple of 2 MiB).
+struct ZoneRange {
+    Gpa start;
+    uint64_t size;
+    uint32_t zone;
+};
+std::vector<ZoneRange> zone_layout(const std::vector<uint64_t>& zone_sizes);
 
 struct MemoryRegion {
     Gpa start;
     MmapRegion map;
     uint32_t slot;
+    uint32_t zone = 0;
+    RegionPolicy policy{};  // what was applied (GuestMemory::record_policy); default: nothing
 
     uint64_t size() const { return map.size(); }
     bool contains(Gpa gpa) const { return gpa >= start && gpa.raw() - start.raw() < size(); }
@@ -52,8 +66,12 @@ public:
 
     // Allocate RAM for `total` bytes laid out by ram_layout().
     static Result<GuestMemory> create(uint64_t total, Backend backend);
+    // Allocate RAM for consecutive zones of these sizes (multiples of 2 MiB).
+    static Result<GuestMemory> create(const std::vector<uint64_t>& zone_sizes, Backend backend);
     // Adds a region; refuses overlaps and unaligned starts.
-    Result<void> add_region(Gpa start, MmapRegion map);
+    Result<void> add_region(Gpa start, MmapRegion map, uint32_t zone = 0);
+    // Records the policy steps applied to the region with this slot (for reports).
+    Result<void> record_policy(uint32_t slot, const RegionPolicy& p);
 
     const std::vector<MemoryRegion>& regions() const { return regions_; }
     uint64_t total_size() const;

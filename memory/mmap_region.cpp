@@ -28,20 +28,24 @@ std::optional<Backend> parse_backend(const std::string& s) {
 
 namespace {
 
-// Reserve size + 2 MiB of address space and return a 2 MiB-aligned start inside it,
-// with the unused head and tail given back.
+// Reserve size + 4 MiB of address space and return a 2 MiB-aligned start inside it
+// with a PROT_NONE guard of kGuardSize left on each side; the rest is given back.
+// On failure after this, release with unreserve().
 Result<uint8_t*> reserve_aligned(uint64_t size) {
-    uint64_t span = size + kHugePageSize;
+    uint64_t span = size + 2 * kHugePageSize;
     void* p = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return fail_errno(Domain::Memory, "reserving " + format_size(size) + " of address space");
     auto base = reinterpret_cast<uintptr_t>(p);
-    uintptr_t aligned = (base + kHugePageSize - 1) & ~(kHugePageSize - 1);
-    if (aligned > base) ::munmap(p, aligned - base);
-    uintptr_t end = aligned + size;
+    uintptr_t aligned = (base + kGuardSize + kHugePageSize - 1) & ~(kHugePageSize - 1);
+    uintptr_t head = aligned - kGuardSize;
+    if (head > base) ::munmap(p, head - base);
+    uintptr_t tail = aligned + size + kGuardSize;
     uintptr_t span_end = base + span;
-    if (span_end > end) ::munmap(reinterpret_cast<void*>(end), span_end - end);
+    if (span_end > tail) ::munmap(reinterpret_cast<void*>(tail), span_end - tail);
     return reinterpret_cast<uint8_t*>(aligned);
 }
+
+void unreserve(uint8_t* aligned, uint64_t size) { ::munmap(aligned - kGuardSize, size + 2 * kGuardSize); }
 
 }  // namespace
 
@@ -62,12 +66,12 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
         fd = Fd(::memfd_create(name.c_str(), mfd_flags));
         if (!fd.valid()) {
             int e = errno;
-            ::munmap(*where, size);
+            unreserve(*where, size);
             return fail(Domain::Memory, std::string("memfd_create for ") + backend_name(backend) + " backend", e);
         }
         if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
             int e = errno;
-            ::munmap(*where, size);
+            unreserve(*where, size);
             return fail(Domain::Memory, "sizing the " + std::string(backend_name(backend)) + " file to " + format_size(size), e);
         }
         flags |= MAP_SHARED;
@@ -75,7 +79,7 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
     void* p = ::mmap(*where, size, PROT_READ | PROT_WRITE, flags, fd.get(), 0);
     if (p == MAP_FAILED) {
         int e = errno;
-        ::munmap(*where, size);
+        unreserve(*where, size);
         if (backend == Backend::Hugetlbfs && e == ENOMEM)
             return fail(Domain::Memory, "not enough free 2 MiB huge pages for " + format_size(size) +
                                             " of guest RAM (reserve them in /proc/sys/vm/nr_hugepages)");
@@ -83,11 +87,11 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
             return fail(Domain::Memory, "the host cannot provide " + format_size(size) + " of guest RAM (--mem too large?)", e);
         return fail(Domain::Memory, "mapping " + format_size(size) + " of guest RAM (" + backend_name(backend) + ")", e);
     }
-    return MmapRegion(static_cast<uint8_t*>(p), size, true, backend, std::move(fd));
+    return MmapRegion(static_cast<uint8_t*>(p), size, true, backend, std::move(fd), kGuardSize);
 }
 
 MmapRegion MmapRegion::borrowed(uint8_t* addr, uint64_t size) {
-    return MmapRegion(addr, size, false, Backend::Anonymous, Fd(-1));
+    return MmapRegion(addr, size, false, Backend::Anonymous, Fd(-1), 0);
 }
 
 MmapRegion::MmapRegion(MmapRegion&& o) noexcept
@@ -95,7 +99,8 @@ MmapRegion::MmapRegion(MmapRegion&& o) noexcept
       size_(std::exchange(o.size_, 0)),
       owned_(std::exchange(o.owned_, false)),
       backend_(o.backend_),
-      fd_(std::move(o.fd_)) {}
+      fd_(std::move(o.fd_)),
+      guard_(std::exchange(o.guard_, 0)) {}
 
 MmapRegion& MmapRegion::operator=(MmapRegion&& o) noexcept {
     if (this != &o) {
@@ -105,6 +110,7 @@ MmapRegion& MmapRegion::operator=(MmapRegion&& o) noexcept {
         owned_ = std::exchange(o.owned_, false);
         backend_ = o.backend_;
         fd_ = std::move(o.fd_);
+        guard_ = std::exchange(o.guard_, 0);
     }
     return *this;
 }
@@ -112,7 +118,7 @@ MmapRegion& MmapRegion::operator=(MmapRegion&& o) noexcept {
 MmapRegion::~MmapRegion() { unmap(); }
 
 void MmapRegion::unmap() noexcept {
-    if (owned_ && addr_) ::munmap(addr_, size_);
+    if (owned_ && addr_) ::munmap(addr_ - guard_, size_ + 2 * guard_);
     addr_ = nullptr;
     owned_ = false;
 }

@@ -1,6 +1,13 @@
 // MmapRegion: RAII owner of one host mapping that backs guest RAM (or a borrowed
 // view of someone else's mapping, which it does not unmap). Mappings are aligned to
 // 2 MiB in host-virtual space so that transparent huge pages can back them.
+//
+//   [guard 4 KiB PROT_NONE][ guest RAM, 2 MiB aligned, size bytes ][guard 4 KiB PROT_NONE]
+//
+// The guards, owned with the mapping, keep the kernel from merging guest RAM into a
+// neighbouring VMA with the same flags (a MAP_STACK thread stack is VM_NOHUGEPAGE,
+// like guest RAM with --thp off), so per-VMA figures (smaps, numa_maps) describe
+// exactly one region, and they catch overruns.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +26,7 @@ const char* backend_name(Backend b);
 std::optional<Backend> parse_backend(const std::string& s);
 
 inline constexpr uint64_t kHugePageSize = 2ull << 20;
+inline constexpr uint64_t kGuardSize = 4096;
 
 class MmapRegion {
 public:
@@ -43,8 +51,8 @@ public:
     int fd() const { return fd_.get(); }
 
 private:
-    MmapRegion(uint8_t* addr, uint64_t size, bool owned, Backend backend, Fd fd)
-        : addr_(addr), size_(size), owned_(owned), backend_(backend), fd_(std::move(fd)) {}
+    MmapRegion(uint8_t* addr, uint64_t size, bool owned, Backend backend, Fd fd, uint64_t guard)
+        : addr_(addr), size_(size), owned_(owned), backend_(backend), fd_(std::move(fd)), guard_(guard) {}
     void unmap() noexcept;
 
     uint8_t* addr_;
@@ -52,6 +60,7 @@ private:
     bool owned_;
     Backend backend_;
     Fd fd_;
+    uint64_t guard_;  // PROT_NONE bytes owned on each side (0 for borrowed views)
 };
 
 }  // namespace ferry

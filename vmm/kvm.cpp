@@ -68,6 +68,12 @@ constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CArrayHeader);
 constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, CArrayHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, CArrayHeader);
 constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, CMsrListHeader);
+struct CXsave {  // kvm_xsave as C sees it: 4096 bytes (more with XSAVE2)
+    uint32_t region[1024];
+};
+constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, CXsave);
+constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, CXsave);
+constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, CXsave);
 
 }  // namespace
 
@@ -139,8 +145,29 @@ FERRY_VCPU_GET(get_lapic, kvm_lapic_state, KVM_GET_LAPIC)
 FERRY_VCPU_SET(set_lapic, kvm_lapic_state, KVM_SET_LAPIC)
 FERRY_VCPU_GET(get_mp_state, kvm_mp_state, KVM_GET_MP_STATE)
 FERRY_VCPU_SET(set_mp_state, kvm_mp_state, KVM_SET_MP_STATE)
+FERRY_VCPU_GET(get_sregs2, kvm_sregs2, KVM_GET_SREGS2)
+FERRY_VCPU_SET(set_sregs2, kvm_sregs2, KVM_SET_SREGS2)
+FERRY_VCPU_GET(get_xcrs, kvm_xcrs, KVM_GET_XCRS)
+FERRY_VCPU_SET(set_xcrs, kvm_xcrs, KVM_SET_XCRS)
+FERRY_VCPU_GET(get_vcpu_events, kvm_vcpu_events, KVM_GET_VCPU_EVENTS)
+FERRY_VCPU_SET(set_vcpu_events, kvm_vcpu_events, KVM_SET_VCPU_EVENTS)
+FERRY_VCPU_GET(get_debugregs, kvm_debugregs, KVM_GET_DEBUGREGS)
+FERRY_VCPU_SET(set_debugregs, kvm_debugregs, KVM_SET_DEBUGREGS)
 #undef FERRY_VCPU_GET
 #undef FERRY_VCPU_SET
+
+Result<std::vector<uint8_t>> Vcpu::get_xsave(size_t size) const {
+    std::vector<uint8_t> area(std::max<size_t>(size, sizeof(CXsave)), 0);
+    unsigned long req = size > sizeof(CXsave) ? kGetXsave2 : kGetXsave;
+    if (::ioctl(fd_.get(), req, area.data()) != 0) return fail_errno(Domain::Kvm, "KVM_GET_XSAVE");
+    return area;
+}
+
+Result<void> Vcpu::set_xsave(const std::vector<uint8_t>& area) {
+    if (area.size() < sizeof(CXsave)) return fail(Domain::Kvm, "KVM_SET_XSAVE: area too small");
+    if (::ioctl(fd_.get(), kSetXsave, area.data()) != 0) return fail_errno(Domain::Kvm, "KVM_SET_XSAVE");
+    return {};
+}
 
 Result<void> Vcpu::set_cpuid(const CpuidTable& t) {
     ArrayBuf<kvm_cpuid_entry2> buf(t.entries().size(), sizeof(CArrayHeader));
@@ -189,6 +216,67 @@ Result<Vm> Vm::create(const KvmSystem& kvm) {
 }
 
 int Vm::check_extension(long cap) const { return ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap); }
+
+Result<void> Vm::enable_cap(uint32_t cap, uint64_t arg0) {
+    kvm_enable_cap c{};
+    c.cap = cap;
+    c.args[0] = arg0;
+    if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &c) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_ENABLE_CAP {}", cap));
+    return {};
+}
+
+Result<void> Vm::get_dirty_log(uint32_t slot, uint64_t* bitmap) {
+    kvm_dirty_log log{};
+    log.slot = slot;
+    log.dirty_bitmap = bitmap;
+    if (::ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_GET_DIRTY_LOG slot {}", slot));
+    return {};
+}
+
+Result<void> Vm::clear_dirty_log(uint32_t slot, uint64_t first, uint32_t count, uint64_t* bitmap) {
+    kvm_clear_dirty_log c{};
+    c.slot = slot;
+    c.first_page = first;
+    c.num_pages = count;
+    c.dirty_bitmap = bitmap;
+    if (::ioctl(fd_.get(), KVM_CLEAR_DIRTY_LOG, &c) != 0)
+        return fail_errno(Domain::Kvm, fmt::format("KVM_CLEAR_DIRTY_LOG slot {} pages {:#x}+{:#x}", slot, first, count));
+    return {};
+}
+
+Result<kvm_irqchip> Vm::get_irqchip(uint32_t chip_id) const {
+    kvm_irqchip chip{};
+    chip.chip_id = chip_id;
+    if (::ioctl(fd_.get(), KVM_GET_IRQCHIP, &chip) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_GET_IRQCHIP {}", chip_id));
+    return chip;
+}
+
+Result<void> Vm::set_irqchip(const kvm_irqchip& chip) {
+    if (::ioctl(fd_.get(), KVM_SET_IRQCHIP, &chip) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_SET_IRQCHIP {}", chip.chip_id));
+    return {};
+}
+
+Result<kvm_pit_state2> Vm::get_pit2() const {
+    kvm_pit_state2 pit{};
+    if (::ioctl(fd_.get(), KVM_GET_PIT2, &pit) != 0) return fail_errno(Domain::Kvm, "KVM_GET_PIT2");
+    return pit;
+}
+
+Result<void> Vm::set_pit2(const kvm_pit_state2& pit) {
+    if (::ioctl(fd_.get(), KVM_SET_PIT2, &pit) != 0) return fail_errno(Domain::Kvm, "KVM_SET_PIT2");
+    return {};
+}
+
+Result<kvm_clock_data> Vm::get_clock() const {
+    kvm_clock_data c{};
+    if (::ioctl(fd_.get(), KVM_GET_CLOCK, &c) != 0) return fail_errno(Domain::Kvm, "KVM_GET_CLOCK");
+    return c;
+}
+
+Result<void> Vm::set_clock(const kvm_clock_data& clock) {
+    if (::ioctl(fd_.get(), KVM_SET_CLOCK, &clock) != 0) return fail_errno(Domain::Kvm, "KVM_SET_CLOCK");
+    return {};
+}
 
 Result<void> Vm::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host, uint32_t flags) {
     kvm_userspace_memory_region r{};

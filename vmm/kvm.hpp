@@ -85,6 +85,17 @@ public:
     Result<void> set_mp_state(const kvm_mp_state& m);
     Result<void> set_tsc_khz(uint32_t khz);
     Result<uint32_t> get_tsc_khz() const;
+    Result<kvm_sregs2> get_sregs2() const;
+    Result<void> set_sregs2(const kvm_sregs2& s);
+    // XSAVE area of `size` bytes (KVM_CAP_XSAVE2's value, at least 4096).
+    Result<std::vector<uint8_t>> get_xsave(size_t size) const;
+    Result<void> set_xsave(const std::vector<uint8_t>& area);
+    Result<kvm_xcrs> get_xcrs() const;
+    Result<void> set_xcrs(const kvm_xcrs& x);
+    Result<kvm_vcpu_events> get_vcpu_events() const;
+    Result<void> set_vcpu_events(const kvm_vcpu_events& e);
+    Result<kvm_debugregs> get_debugregs() const;
+    Result<void> set_debugregs(const kvm_debugregs& d);
 
 private:
     friend class Vm;
@@ -106,6 +117,22 @@ public:
     Result<void> irq_line(uint32_t irq, bool level);
     Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t id);
     int check_extension(long cap) const;
+    Result<void> enable_cap(uint32_t cap, uint64_t arg0);
+
+    // Dirty log (KVM_MEM_LOG_DIRTY_PAGES on a slot). `bitmap` holds one bit per
+    // page of the slot, 64 pages a word.
+    Result<void> get_dirty_log(uint32_t slot, uint64_t* bitmap);
+    // Clears (and write-protects again) pages [first, first+count) of the slot whose
+    // bits are set in `bitmap` (bit 0 = page `first`). first and count must be
+    // multiples of 64 unless the range ends at the slot's end.
+    Result<void> clear_dirty_log(uint32_t slot, uint64_t first, uint32_t count, uint64_t* bitmap);
+
+    Result<kvm_irqchip> get_irqchip(uint32_t chip_id) const;
+    Result<void> set_irqchip(const kvm_irqchip& chip);
+    Result<kvm_pit_state2> get_pit2() const;
+    Result<void> set_pit2(const kvm_pit_state2& pit);
+    Result<kvm_clock_data> get_clock() const;
+    Result<void> set_clock(const kvm_clock_data& clock);
     int fd() const { return fd_.get(); }
 
 private:

@@ -4,12 +4,17 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <set>
 
 #include "base/file.hpp"
 #include "base/log.hpp"
 #include "base/size.hpp"
 #include "devices/platform.hpp"
+#include "devices/rtc.hpp"
 #include "memory/policy.hpp"
+#include "memory/report.hpp"
+#include "vmm/boot/linux.hpp"
+#include "vmm/boot/mptable.hpp"
 #include "vmm/boot/pvh.hpp"
 #include "vmm/x86.hpp"
 
@@ -22,9 +27,80 @@ constexpr uint16_t kCom1 = 0x3f8;
 constexpr uint32_t kCom1Irq = 4;
 }  // namespace
 
+namespace {
+
+RegionPolicy zone_policy(const MachineConfig& cfg, uint32_t zone) {
+    RegionPolicy p{cfg.thp, cfg.ksm, cfg.numa, cfg.prealloc};
+    if (zone < cfg.zones.size() && cfg.zones[zone].numa.mode != NumaMode::Default) p.numa = cfg.zones[zone].numa;
+    return p;
+}
+
+}  // namespace
+
+// Guest RAM and its policy, region by region, before KVM sees any of it (STYLE.md
+// §2): check the host nodes, map, then THP, NUMA, KSM and preallocation per region.
+Result<GuestMemory> Machine::create_guest_memory(const MachineConfig& cfg) {
+    std::vector<uint64_t> zone_sizes;
+    for (const auto& z : cfg.zones) zone_sizes.push_back(z.size);
+    if (zone_sizes.empty()) zone_sizes.push_back(cfg.mem_size);
+    uint64_t zones_total = 0;
+    for (uint64_t z : zone_sizes) zones_total += z;
+    if (zones_total != cfg.mem_size)
+        return fail(Domain::Config, fmt::format("the memory zones add up to {}, not --mem {}", format_size(zones_total), format_size(cfg.mem_size)));
+    for (uint32_t z = 0; z < zone_sizes.size(); ++z) {
+        if (auto ok = check_numa_nodes(zone_policy(cfg, z).numa); !ok) return std::unexpected(ok.error());
+    }
+    auto mem = GuestMemory::create(zone_sizes, cfg.backend);
+    if (!mem) return std::unexpected(mem.error());
+    auto where = [](const MemoryRegion& r, const Error& e) {
+        return fail(e.domain, fmt::format("guest RAM at {:#x} ({}): {}", r.start.raw(), format_size(r.size()), e.context), e.err);
+    };
+    for (const auto& r : mem->regions()) {
+        RegionPolicy p = zone_policy(cfg, r.zone);
+        if (auto ok = apply_thp(r.map, p.thp); !ok) return where(r, ok.error());
+        if (auto ok = apply_numa(r.map, p.numa); !ok) return where(r, ok.error());
+        if (auto ok = apply_ksm(r.map, p.ksm); !ok) return where(r, ok.error());
+        if (auto ok = mem->record_policy(r.slot, p); !ok) return std::unexpected(ok.error());
+    }
+    // Only once every step succeeded: host settings that defeat a request.
+    std::set<std::string> warned;
+    for (const auto& r : mem->regions()) {
+        for (const auto& w : host_policy_warnings(r.policy, r.map.backend())) {
+            if (!warned.insert(w).second) continue;
+            if (cfg.warn) cfg.warn(w);
+            else logger("mem")->warn("{}", w);
+        }
+    }
+    if (!cfg.prealloc) return mem;
+    uint64_t total = mem->total_size(), done = 0;
+    if (cfg.prealloc_progress) cfg.prealloc_progress(0, total);
+    for (const auto& r : mem->regions()) {
+        auto ok = prealloc(r.map, [&](uint64_t bytes) {
+            done += bytes;
+            if (cfg.prealloc_progress) cfg.prealloc_progress(done, total);
+        });
+        if (!ok) return where(r, ok.error());
+    }
+    return mem;
+}
+
+void Machine::write_memory_report() {
+    if (cfg_.memory_report_fd < 0 || memory_reported_) return;
+    memory_reported_ = true;
+    std::string text;
+    if (auto rep = memory_report(mem_)) {
+        for (const auto& line : format_report(*rep)) text += line + "\n";
+    } else {
+        text = "ferry: memory: report failed: " + rep.error().message() + "\n";
+    }
+    [[maybe_unused]] ssize_t n = ::write(cfg_.memory_report_fd, text.data(), text.size());
+}
+
 const char* run_state_name(RunState s) {
     switch (s) {
         case RunState::Prelaunch: return "prelaunch";
+        case RunState::InMigrate: return "inmigrate";
+        case RunState::PostMigrate: return "postmigrate";
         case RunState::Running: return "running";
         case RunState::Paused: return "paused";
         case RunState::Shutdown: return "shutdown";
@@ -48,6 +124,14 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
         if (auto ok = vm->set_identity_map_addr(kIdentityMapAddr); !ok) return std::unexpected(ok.error());
     }
     if (auto ok = vm->create_irqchip(); !ok) return std::unexpected(ok.error());
+    // Dirty logging with manual protect, all pages initially dirty: KVM write-protects
+    // a page only when migration clears its bit, just before sending it.
+    bool manual_dirty = false;
+    if (vm->check_extension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & KVM_DIRTY_LOG_INITIALLY_SET) {
+        manual_dirty = vm->enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                                      KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET)
+                           .has_value();
+    }
     if (auto ok = vm->create_pit2(); !ok) return std::unexpected(ok.error());
 
     // The RAM's top guest-physical address must fit the host's physical address width.
@@ -60,10 +144,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
                                                         format_size(cfg.mem_size), bits));
         }
     }
-    auto mem = GuestMemory::create(cfg.mem_size, cfg.backend);
+    auto mem = create_guest_memory(cfg);
     if (!mem) return std::unexpected(mem.error());
     for (const auto& r : mem->regions()) {
-        if (auto ok = apply_thp(r.map, cfg.thp); !ok) return std::unexpected(ok.error());
         if (auto ok = vm->set_user_memory_region(r.slot, r.start.raw(), r.size(), r.map.addr()); !ok)
             return fail(Domain::Memory, "KVM refused " + format_size(r.size()) + " of guest RAM: " + ok.error().message());
     }
@@ -71,9 +154,15 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     if (!event.valid()) return fail_errno(Domain::Kvm, "eventfd");
 
     std::unique_ptr<Machine> m(new Machine(cfg, std::move(*kvm), std::move(*vm), std::move(*mem), std::move(event)));
+    m->manual_dirty_log_ = manual_dirty;
+    if (!cfg.load_kernel) m->state_ = RunState::InMigrate;
+    if (int xs = m->vm_.check_extension(KVM_CAP_XSAVE2); xs > 4096) m->xsave_size_ = static_cast<size_t>(xs);
     if (auto ok = m->setup_devices(); !ok) return std::unexpected(ok.error());
     if (auto ok = m->setup_vcpus(); !ok) return std::unexpected(ok.error());
-    if (auto ok = m->load_kernel(); !ok) return std::unexpected(ok.error());
+    if (auto ok = m->probe_saveable_msrs(); !ok) return std::unexpected(ok.error());
+    if (cfg.load_kernel) {
+        if (auto ok = m->load_kernel(); !ok) return std::unexpected(ok.error());
+    }
     return m;
 }
 
@@ -86,6 +175,10 @@ Result<void> Machine::setup_devices() {
     if (auto ok = pio_.add(kCom1, 8, serial_); !ok) return ok;
     if (auto ok = pio_.add(kExitPort, 4, std::make_shared<ExitPort>(shutdown)); !ok) return ok;
     if (auto ok = pio_.add(0x60, 5, std::make_shared<I8042>(shutdown)); !ok) return ok;
+    uint64_t low_ram = 0, high_ram = 0;
+    for (const auto& r : mem_.regions()) (r.start.raw() < kHighRamStart ? low_ram : high_ram) += r.size();
+    rtc_ = std::make_shared<Rtc>(low_ram, high_ram, cfg_.cpus);
+    if (auto ok = pio_.add(kRtcPort, 2, rtc_); !ok) return ok;
     return {};
 }
 
@@ -119,14 +212,26 @@ Result<void> Machine::load_kernel() {
     }
     std::optional<std::span<const uint8_t>> initrd_span;
     if (initrd) initrd_span = std::span<const uint8_t>(*initrd);
-    auto boot = load_pvh(mem_, *kernel, initrd_span, cfg_.cmdline);
-    if (!boot) return fail(Domain::Loader, "kernel '" + cfg_.kernel + "': " + boot.error().message());
-    return setup_pvh_entry(*vcpus_[0], boot->entry, boot->start_info);
+    // An ELF with a PVH note boots through PVH; a bzImage, or an ELF vmlinux without
+    // the note, through the Linux 64-bit boot protocol (vmm/boot/linux.hpp).
+    auto where = [&](const Error& e) { return fail(Domain::Loader, "kernel '" + cfg_.kernel + "': " + e.message()); };
+    auto format = detect_kernel_format(*kernel);
+    if (format == KernelFormat::Unknown) return where(Error{Domain::Loader, 0, "not an ELF file or a bzImage"});
+    if (auto ok = write_mptable(mem_, cfg_.cpus); !ok) return where(ok.error());
+    if (format == KernelFormat::PvhElf) {
+        auto boot = load_pvh(mem_, *kernel, initrd_span, cfg_.cmdline);
+        if (!boot) return where(boot.error());
+        return setup_pvh_entry(*vcpus_[0], boot->entry, boot->start_info);
+    }
+    auto boot = format == KernelFormat::BzImage ? load_bzimage(mem_, *kernel, initrd_span, cfg_.cmdline)
+                                                : load_vmlinux(mem_, *kernel, initrd_span, cfg_.cmdline);
+    if (!boot) return where(boot.error());
+    return setup_linux64_entry(*vcpus_[0], *boot);
 }
 
 Result<void> Machine::start() {
     std::lock_guard lock(mu_);
-    if (state_ != RunState::Prelaunch) return fail(Domain::Kvm, "machine already started");
+    if (state_ != RunState::Prelaunch && state_ != RunState::InMigrate) return fail(Domain::Kvm, "machine already started");
     for (auto& t : threads_) t->start(false);
     state_ = RunState::Running;
     return {};
@@ -146,10 +251,22 @@ void Machine::resume() {
     state_ = RunState::Running;
 }
 
+void Machine::set_postmigrate() {
+    std::lock_guard lock(mu_);
+    if (state_ == RunState::Paused) state_ = RunState::PostMigrate;
+}
+
 void Machine::stop() {
     std::lock_guard lock(mu_);
     for (auto& t : threads_) t->stop();
-    if (state_ != RunState::Prelaunch) state_ = RunState::Shutdown;
+    if (state_ != RunState::Prelaunch && state_ != RunState::InMigrate) state_ = RunState::Shutdown;
+    write_memory_report();  // after the vCPUs stopped, before RAM is unmapped
+}
+
+std::vector<pid_t> Machine::vcpu_thread_ids() const {
+    std::vector<pid_t> ids;
+    for (const auto& t : threads_) ids.push_back(t->tid());
+    return ids;
 }
 
 RunState Machine::run_state() const {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -15,13 +16,22 @@
 #include "base/error.hpp"
 #include "base/fd.hpp"
 #include "devices/bus.hpp"
+#include "devices/rtc.hpp"
 #include "devices/serial.hpp"
 #include "devices/shutdown.hpp"
 #include "memory/guest_memory.hpp"
+#include "memory/prealloc.hpp"
+#include "vmm/cpu_state.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/vcpu_thread.hpp"
 
 namespace ferry {
+
+// One guest RAM zone: its size and host NUMA policy (Default: MachineConfig::numa).
+struct MemoryZone {
+    uint64_t size = 0;
+    NumaPolicy numa;
+};
 
 struct MachineConfig {
     uint64_t mem_size = 256ull << 20;
@@ -32,11 +42,29 @@ struct MachineConfig {
     std::optional<std::string> initrd;
     std::string cmdline;
     int serial_fd = 1;  // not owned; -1 discards console output
+    bool load_kernel = true;  // false for an incoming migration: RAM and CPUs come from the stream
+
+    // Guest RAM policy (memory/policy.hpp), applied per region before KVM sees it.
+    bool ksm = false;
+    NumaPolicy numa;  // for zones that name no host nodes
+    bool prealloc = false;
+    // Consecutive guest RAM zones (TOML [[memory-zone]]), each with its own NUMA
+    // policy; their sizes add up to mem_size. Empty: one zone of mem_size.
+    std::vector<MemoryZone> zones;
+    // Each "ferry: warning: ..." line for host settings that defeat a request (KSM
+    // on while ksmd is stopped, ...); unset: logged through the "mem" logger.
+    std::function<void(const std::string&)> warn;
+    PreallocProgressFn prealloc_progress;  // unset: silent
+    // When >= 0 (not owned), the memory report (memory/report.hpp) is written here,
+    // one line per region, when the machine stops (once).
+    int memory_report_fd = -1;
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
 
-enum class RunState { Prelaunch, Running, Paused, Shutdown };
+// QEMU's RunState names: inmigrate = waiting for an incoming migration (no guest code
+// has run); postmigrate = paused for good after the guest moved away.
+enum class RunState { Prelaunch, InMigrate, Running, Paused, PostMigrate, Shutdown };
 const char* run_state_name(RunState s);
 
 class Machine {
@@ -47,7 +75,10 @@ public:
     // Starts the vCPU threads (running).
     Result<void> start();
     void pause();
+    // Resumes a machine paused by pause() (not one in postmigrate).
     void resume();
+    // After a completed outgoing migration: paused for good.
+    void set_postmigrate();
     // Stops and joins every vCPU thread; the machine cannot run again.
     void stop();
 
@@ -56,16 +87,35 @@ public:
     int shutdown_fd() const { return shutdown_event_.get(); }
     std::optional<ShutdownRequest> shutdown_request() const;
 
+    // Saved state (vmm/machine_state.cpp). save_* need the machine paused (or not
+    // yet started); restore_* need it not yet started.
+    Result<VcpuState> save_vcpu(size_t index) const;
+    Result<void> restore_vcpu(size_t index, const VcpuState& state);
+    Result<VmState> save_vm() const;
+    Result<void> restore_vm(const VmState& state);
+    void save_devices(StateWriter& w) const;
+    Result<void> restore_devices(StateReader& r);
+
+    // Dirty-page logging on every RAM slot (KVM_MEM_LOG_DIRTY_PAGES, manual protect,
+    // initially all set), for migration.
+    Result<void> set_dirty_logging(bool on);
+    Vm& vm() { return vm_; }
+
     const GuestMemory& memory() const { return mem_; }
     const MachineConfig& config() const { return cfg_; }
     uint32_t tsc_khz() const { return tsc_khz_; }
     size_t vcpu_count() const { return vcpus_.size(); }
+    // The host thread id of each vCPU's thread, by vCPU index; 0 before start().
+    std::vector<pid_t> vcpu_thread_ids() const;
 
 private:
     Machine(const MachineConfig& cfg, KvmSystem kvm, Vm vm, GuestMemory mem, Fd event);
+    static Result<GuestMemory> create_guest_memory(const MachineConfig& cfg);
+    void write_memory_report();  // once, to cfg_.memory_report_fd
     Result<void> setup_devices();
     Result<void> setup_vcpus();
     Result<void> load_kernel();
+    Result<void> probe_saveable_msrs();
     void request_shutdown(ShutdownRequest req);
 
     MachineConfig cfg_;
@@ -75,9 +125,14 @@ private:
     Bus pio_{"pio"};
     Bus mmio_{"mmio"};
     std::shared_ptr<Serial> serial_;
+    std::shared_ptr<Rtc> rtc_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     std::vector<std::unique_ptr<VcpuThread>> threads_;
     uint32_t tsc_khz_ = 0;
+    bool memory_reported_ = false;  // guarded by mu_ (stop())
+    size_t xsave_size_ = 4096;
+    std::vector<uint32_t> saveable_msrs_;
+    bool manual_dirty_log_ = false;
 
     Fd shutdown_event_;
     mutable std::mutex mu_;

@@ -1,5 +1,7 @@
 #include "vmm/vcpu_thread.hpp"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstring>
 #include <fmt/format.h>
@@ -28,11 +30,18 @@ VcpuThread::VcpuThread(Vcpu& vcpu, VcpuContext ctx) : vcpu_(vcpu), ctx_(std::mov
 VcpuThread::~VcpuThread() { stop(); }
 
 void VcpuThread::start(bool paused) {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (thread_.joinable()) return;
     want_ = paused ? Want::Pause : Want::Run;
+    tid_ = 0;
     thread_ = std::thread([this] { loop(); });
     handle_ = thread_.native_handle();
+    cv_.wait(lock, [&] { return tid_ != 0; });  // the thread publishes its tid first
+}
+
+pid_t VcpuThread::tid() const {
+    std::lock_guard lock(mu_);
+    return tid_;
 }
 
 void VcpuThread::kick() {
@@ -77,6 +86,12 @@ void VcpuThread::loop() {
     sigemptyset(&set);
     sigaddset(&set, vcpu_kick_signal());
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+
+    {
+        std::lock_guard lock(mu_);
+        tid_ = ::gettid();
+        cv_.notify_all();
+    }
 
     kvm_run* run = vcpu_.run_struct();
     for (;;) {

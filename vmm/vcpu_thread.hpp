@@ -6,6 +6,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <condition_variable>
 #include <memory>
@@ -42,6 +43,8 @@ public:
     // Ends the thread and joins it. Idempotent.
     void stop();
     bool paused() const;
+    // The host thread id (gettid) of the vCPU thread; 0 before start().
+    pid_t tid() const;
 
 private:
     enum class Want { Run, Pause, Stop };
@@ -61,6 +64,7 @@ private:
     State state_ = State::Idle;
     bool dead_ = false;  // the guest vCPU crashed: never KVM_RUN again
     pthread_t handle_{};
+    pid_t tid_ = 0;
     std::thread thread_;
 };
 

@@ -54,7 +54,9 @@ TEST_CASE("bad input gives one clear error line", "[kvm][cli]") {
     expect_clean_error({"run", "--kernel", guest, "--frobnicate"}, "--frobnicate");
     expect_clean_error({"run", "--config", write_temp("bad.toml", "kernel = [unclosed\n")}, "bad.toml");
     expect_clean_error({"run", "--config", "/nonexistent.toml"}, "config");
-    expect_clean_error({"migrate"}, "not implemented");
+    expect_clean_error({"migrate"}, "--qmp");
+    expect_clean_error({"migrate", "--qmp", "/nonexistent.sock", "--to", "tcp:127.0.0.1:1"}, "nonexistent");
+    expect_clean_error({"run", "--incoming", "udp:1:2"}, "--incoming");
     expect_clean_error({}, "subcommand");
     for (const char* name : {"text.elf", "truncated.elf", "bad.toml"})
         ::unlink(("/tmp/ferry-clitest-" + std::to_string(::getpid()) + "-" + name).c_str());

@@ -89,6 +89,17 @@ std::optional<std::string> Process::wait_line(const std::regex& re, std::chrono:
     }
 }
 
+std::optional<std::string> Process::wait_err(const std::regex& re, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        std::smatch m;
+        if (std::regex_search(err_, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return std::nullopt;
+        if (!pump(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now))) return std::nullopt;
+    }
+}
+
 std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!status_) {

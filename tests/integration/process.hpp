@@ -21,6 +21,9 @@ public:
 
     // Waits until a stdout line matches `re`; returns that line.
     std::optional<std::string> wait_line(const std::regex& re, std::chrono::milliseconds timeout);
+    // Waits until stderr contains a match of `re`; returns the match's first group
+    // (or the whole match).
+    std::optional<std::string> wait_err(const std::regex& re, std::chrono::milliseconds timeout);
     // Waits for the child to exit; returns its exit status (128+signal if killed).
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
     void signal(int sig);

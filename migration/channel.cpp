@@ -1,0 +1,198 @@
+#include "migration/channel.hpp"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <climits>
+#include <fmt/format.h>
+
+namespace ferry {
+
+Result<TcpAddress> parse_tcp_address(const std::string& uri) {
+    if (uri.rfind("tcp:", 0) != 0) return fail(Domain::Migration, fmt::format("'{}': only tcp:HOST:PORT is supported", uri));
+    std::string rest = uri.substr(4);
+    std::string host, port;
+    if (!rest.empty() && rest[0] == '[') {
+        auto close = rest.find(']');
+        if (close == std::string::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
+            return fail(Domain::Migration, fmt::format("'{}': bad [IPv6]:PORT", uri));
+        host = rest.substr(1, close - 1);
+        port = rest.substr(close + 2);
+    } else {
+        auto colon = rest.rfind(':');
+        if (colon == std::string::npos) return fail(Domain::Migration, fmt::format("'{}': expected tcp:HOST:PORT", uri));
+        host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+    }
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || ptr != port.data() + port.size() || p > 65535 || port.empty())
+        return fail(Domain::Migration, fmt::format("'{}': bad port '{}'", uri, port));
+    if (host.empty()) host = "0.0.0.0";
+    return TcpAddress{host, static_cast<uint16_t>(p)};
+}
+
+namespace {
+
+struct AddrInfo {
+    addrinfo* ai = nullptr;
+    ~AddrInfo() {
+        if (ai) freeaddrinfo(ai);
+    }
+};
+
+Result<void> resolve(const TcpAddress& addr, bool passive, AddrInfo& out) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    int rc = getaddrinfo(addr.host.c_str(), std::to_string(addr.port).c_str(), &hints, &out.ai);
+    if (rc != 0) return fail(Domain::Migration, fmt::format("{}: {}", addr.text(), gai_strerror(rc)));
+    return {};
+}
+
+void tune(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int buf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+}  // namespace
+
+Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::milliseconds timeout) {
+    AddrInfo ai;
+    if (auto ok = resolve(addr, false, ai); !ok) return std::unexpected(ok.error());
+    int last_err = ECONNREFUSED;
+    for (addrinfo* a = ai.ai; a; a = a->ai_next) {
+        Fd fd(::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!fd.valid()) {
+            last_err = errno;
+            continue;
+        }
+        if (::connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            last_err = errno;
+            continue;
+        }
+        pollfd p{fd.get(), POLLOUT, 0};
+        int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        if (n <= 0) {
+            last_err = n == 0 ? ETIMEDOUT : errno;
+            continue;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            last_err = err;
+            continue;
+        }
+        int flags = fcntl(fd.get(), F_GETFL);
+        fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+        tune(fd.get());
+        return Channel(std::move(fd));
+    }
+    return fail(Domain::Migration, "cannot connect to " + addr.text(), last_err);
+}
+
+Channel::Channel(Fd fd) : fd_(std::move(fd)) {}
+
+Result<void> Channel::send_all(std::span<const uint8_t> data) {
+    iovec iov{const_cast<uint8_t*>(data.data()), data.size()};
+    return send_iov(&iov, 1);
+}
+
+Result<void> Channel::send_iov(iovec* iov, int count) {
+    while (count > 0) {
+        ssize_t n = ::writev(fd_.get(), iov, std::min(count, IOV_MAX));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail_errno(Domain::Migration, "sending the migration stream");
+        }
+        sent_ += static_cast<uint64_t>(n);
+        auto left = static_cast<size_t>(n);
+        while (count > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            ++iov;
+            --count;
+        }
+        if (count > 0) {
+            iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
+            iov->iov_len -= left;
+        }
+    }
+    return {};
+}
+
+Result<void> Channel::recv_exact(std::span<uint8_t> out) {
+    size_t done = 0;
+    while (done < out.size()) {
+        ssize_t n = ::recv(fd_.get(), out.data() + done, out.size() - done, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(Domain::Migration, "receiving the migration stream");
+        if (n == 0) return fail(Domain::Migration, "the migration peer closed the connection");
+        done += static_cast<size_t>(n);
+    }
+    return {};
+}
+
+Result<bool> Channel::wait_readable(std::chrono::milliseconds timeout) {
+    pollfd p{fd_.get(), POLLIN, 0};
+    for (;;) {
+        int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(Domain::Migration, "poll");
+        return n > 0;
+    }
+}
+
+void Channel::cancel() { ::shutdown(fd_.get(), SHUT_RDWR); }
+
+Result<Listener> Listener::listen(const TcpAddress& addr) {
+    AddrInfo ai;
+    if (auto ok = resolve(addr, true, ai); !ok) return std::unexpected(ok.error());
+    int last_err = EADDRNOTAVAIL;
+    for (addrinfo* a = ai.ai; a; a = a->ai_next) {
+        Fd fd(::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!fd.valid()) {
+            last_err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), 1) != 0) {
+            last_err = errno;
+            continue;
+        }
+        sockaddr_storage ss{};
+        socklen_t len = sizeof(ss);
+        getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+        uint16_t port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                                 : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+        return Listener(std::move(fd), port);
+    }
+    return fail(Domain::Migration, "cannot listen on " + addr.text(), last_err);
+}
+
+Result<Channel> Listener::accept() {
+    for (;;) {
+        int fd = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            tune(fd);
+            return Channel(Fd(fd));
+        }
+        if (errno == EINTR) continue;
+        return fail_errno(Domain::Migration, "accepting the migration connection");
+    }
+}
+
+void Listener::cancel() { ::shutdown(fd_.get(), SHUT_RDWR); }
+
+}  // namespace ferry

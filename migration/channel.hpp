@@ -1,0 +1,61 @@
+// The migration transport: one TCP connection, full duplex (the destination's
+// replies and postcopy page requests come back on it). `tcp:HOST:PORT` addresses.
+// Blocking I/O on the migration threads; cancel() from another thread shuts the
+// socket down so a blocked send/recv returns at once.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/error.hpp"
+#include "base/fd.hpp"
+
+namespace ferry {
+
+struct TcpAddress {
+    std::string host;
+    uint16_t port;
+    std::string text() const { return "tcp:" + host + ":" + std::to_string(port); }
+};
+// Parses "tcp:HOST:PORT" (HOST may be a name, an IPv4 address or [IPv6]).
+Result<TcpAddress> parse_tcp_address(const std::string& uri);
+
+class Channel {
+public:
+    static Result<Channel> connect(const TcpAddress& addr, std::chrono::milliseconds timeout);
+    explicit Channel(Fd fd);
+
+    Result<void> send_all(std::span<const uint8_t> data);
+    Result<void> send_iov(iovec* iov, int count);  // the iovec array is modified
+    Result<void> recv_exact(std::span<uint8_t> out);
+    // Waits up to `timeout` for data to read; false on timeout.
+    Result<bool> wait_readable(std::chrono::milliseconds timeout);
+    // Unblocks any send/recv in progress (thread-safe); the channel is then dead.
+    void cancel();
+    uint64_t bytes_sent() const { return sent_; }
+    int fd() const { return fd_.get(); }
+
+private:
+    Fd fd_;
+    uint64_t sent_ = 0;
+};
+
+class Listener {
+public:
+    static Result<Listener> listen(const TcpAddress& addr);
+    // Blocks until a peer connects, or cancel() is called.
+    Result<Channel> accept();
+    void cancel();
+    uint16_t port() const { return port_; }
+
+private:
+    Listener(Fd fd, uint16_t port) : fd_(std::move(fd)), port_(port) {}
+    Fd fd_;
+    uint16_t port_;
+};
+
+}  // namespace ferry

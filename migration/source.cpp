@@ -1,0 +1,297 @@
+#include "migration/source.hpp"
+
+#include <time.h>
+
+#include <cstring>
+#include <fmt/format.h>
+
+#include "base/log.hpp"
+#include "base/state_io.hpp"
+#include "memory/residency.hpp"
+#include "migration/stream.hpp"
+
+namespace ferry {
+
+namespace {
+constexpr uint32_t kClearChunkPages = 1024;  // 4 MiB: cleared just before it is read
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+constexpr auto kReplyTimeout = std::chrono::seconds(60);
+
+bool page_is_zero(const uint8_t* p) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    for (size_t i = 0; i < kPageSize / 8; i += 8) {
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
+    }
+    return true;
+}
+
+uint64_t realtime_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
+}
+}  // namespace
+
+MigrationSource::MigrationSource(Machine& machine, TcpAddress to, MigrationParams params, StatusFn on_status)
+    : m_(machine), to_(std::move(to)), params_(params), on_status_(std::move(on_status)) {
+    batch_entries_.reserve(kMaxBatchPages);
+    batch_data_.resize(kMaxBatchPages * kPageSize);
+}
+
+MigrationSource::~MigrationSource() {
+    cancel();
+    if (thread_.joinable()) thread_.join();
+}
+
+void MigrationSource::start() {
+    start_ = Clock::now();
+    stats_.update([&](MigrationStats& s) {
+        s.ram_total = m_.memory().total_size();
+        s.status = MigrationStatus::Setup;
+    });
+    thread_ = std::thread([this] { run(); });
+}
+
+void MigrationSource::cancel() {
+    cancel_ = true;
+    std::lock_guard lock(ch_mu_);
+    if (ch_) ch_->cancel();
+}
+
+void MigrationSource::set_params(const MigrationParams& p) {
+    std::lock_guard lock(params_mu_);
+    params_ = p;
+}
+
+void MigrationSource::set_status(MigrationStatus st) {
+    stats_.update([&](MigrationStats& s) { s.status = st; });
+    if (on_status_) on_status_(st);
+}
+
+void MigrationSource::run() {
+    if (on_status_) on_status_(MigrationStatus::Setup);
+    auto log = logger("mig");
+    auto result = migrate();
+    if (dirty_) dirty_->stop();
+    auto end = Clock::now();
+    if (result) {
+        stats_.update([&](MigrationStats& s) { s.total_time_ms = ms_between(start_, end); });
+        set_status(MigrationStatus::Completed);
+        return;
+    }
+    // Failed or cancelled before the destination took over: the source runs on.
+    if (we_paused_) m_.resume();
+    bool was_cancel = cancelled();
+    stats_.update([&](MigrationStats& s) {
+        s.total_time_ms = ms_between(start_, end);
+        s.error = was_cancel ? "cancelled" : result.error().message();
+    });
+    if (!was_cancel) log->warn("migration to {} failed: {}", to_.text(), result.error().message());
+    set_status(was_cancel ? MigrationStatus::Cancelled : MigrationStatus::Failed);
+}
+
+Result<void> MigrationSource::migrate() {
+    // Setup: connect and agree on the guest's shape.
+    auto ch = Channel::connect(to_, kConnectTimeout);
+    if (!ch) return std::unexpected(ch.error());
+    {
+        std::lock_guard lock(ch_mu_);
+        ch_ = std::make_unique<Channel>(std::move(*ch));
+        if (cancelled()) return fail(Domain::Migration, "cancelled");
+    }
+    StreamHeader hdr;
+    hdr.cpus = static_cast<uint32_t>(m_.vcpu_count());
+    hdr.tsc_khz = m_.tsc_khz();
+    for (const auto& r : m_.memory().regions()) hdr.ram.push_back({r.start, r.size()});
+    if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
+    if (auto ack = expect_section(*ch_, SectionKind::HeaderAck); !ack) return std::unexpected(ack.error());
+
+    dirty_ = std::make_unique<KvmDirtyLog>(m_);
+    if (auto ok = dirty_->start(); !ok) return ok;
+    stats_.update([&](MigrationStats& s) { s.setup_time_ms = ms_between(start_, Clock::now()); });
+    set_status(MigrationStatus::Active);
+
+    // Iterative rounds.
+    std::vector<std::vector<uint64_t>> dirty;
+    for (uint32_t round = 0;; ++round) {
+        if (cancelled()) return fail(Domain::Migration, "cancelled");
+        if (auto ok = dirty_->sync(dirty); !ok) return ok;
+        uint64_t pages = 0;
+        for (const auto& b : dirty) pages += count_bits(b);
+        MigrationParams p;
+        {
+            std::lock_guard lock(params_mu_);
+            p = params_;
+        }
+        auto st = stats_.get();
+        double bw = st.mbps * 1e6 / 8;  // bytes per second of the last round
+        uint64_t expected_ms = bw > 0 ? static_cast<uint64_t>(static_cast<double>(pages * kPageSize) * 1000.0 / bw) : 0;
+        stats_.update([&](MigrationStats& s) {
+            s.dirty_sync_count++;
+            s.ram_remaining = pages * kPageSize;
+            s.expected_downtime_ms = expected_ms;
+            auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
+            if (round > 0 && secs > 0) s.dirty_pages_rate = static_cast<uint64_t>(static_cast<double>(pages) / secs);
+        });
+        if (round > 0 && (pages == 0 || (bw > 0 && expected_ms <= p.downtime_limit_ms))) break;
+        if (round >= p.max_rounds)
+            return fail(Domain::Migration,
+                        fmt::format("not converging: after {} rounds {} MiB are still dirty, expected downtime {} ms > "
+                                    "downtime-limit {} ms (raise downtime-limit or max-bandwidth, or use postcopy)",
+                                    round, pages * kPageSize >> 20, expected_ms, p.downtime_limit_ms));
+        if (auto ok = send_round(dirty, round == 0, false); !ok) return ok;
+    }
+
+    // Stop and copy.
+    set_status(MigrationStatus::Device);
+    auto paused_at = Clock::now();
+    we_paused_ = m_.run_state() == RunState::Running;
+    m_.pause();
+    if (auto ok = dirty_->sync(dirty); !ok) return ok;
+    if (auto ok = send_round(dirty, false, true); !ok) return ok;
+    if (auto ok = send_state(); !ok) return ok;
+    auto ready_wait = ch_->wait_readable(kReplyTimeout);
+    if (!ready_wait || !*ready_wait) return fail(Domain::Migration, "the destination did not confirm the state in time");
+    if (auto ready = expect_section(*ch_, SectionKind::Ready); !ready) return std::unexpected(ready.error());
+    if (cancelled()) return fail(Domain::Migration, "cancelled");
+    // Past this point the destination owns the guest: never resume here.
+    if (auto ok = send_section(*ch_, SectionKind::Go, 0, std::span<const uint8_t>()); !ok) return ok;
+    auto resumed = expect_section(*ch_, SectionKind::Resumed);
+    auto resumed_at = Clock::now();
+    if (!resumed) logger("mig")->warn("no resume confirmation from the destination: {}", resumed.error().message());
+    stats_.update([&](MigrationStats& s) {
+        s.downtime_ms = ms_between(paused_at, resumed_at);
+        s.ram_remaining = 0;
+    });
+    m_.set_postmigrate();
+    return {};
+}
+
+Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dirty, bool first, bool paused) {
+    round_start_ = Clock::now();
+    round_bytes_ = 0;
+    uint64_t sent_before = ch_->bytes_sent();
+    const auto& regions = m_.memory().regions();
+    for (size_t ri = 0; ri < regions.size(); ++ri) {
+        const auto& region = regions[ri];
+        uint64_t npages = region.size() / kPageSize;
+        auto& bits = dirty[ri];
+        for (uint64_t chunk = 0; chunk < npages; chunk += kClearChunkPages) {
+            uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(kClearChunkPages, npages - chunk));
+            uint64_t* words = bits.data() + chunk / 64;
+            uint64_t nwords = (count + 63) / 64;
+            bool any = false;
+            for (uint64_t w = 0; w < nwords; ++w) any |= words[w] != 0;
+            if (!any) continue;
+            if (cancelled()) return fail(Domain::Migration, "cancelled");
+            if (!paused) {
+                if (auto ok = dirty_->clear(ri, chunk, count, words); !ok) return ok;
+            }
+            // Which pages the host ever backed, read after the clear: a page the guest
+            // first touches later is dirty again and goes in the next round.
+            std::vector<uint64_t> backed;
+            if (first) backed = backed_pages(region, chunk, count);
+            for (uint64_t w = 0; w < nwords; ++w) {
+                for (uint64_t word = words[w]; word; word &= word - 1) {
+                    uint64_t page = chunk + w * 64 + static_cast<uint64_t>(__builtin_ctzll(word));
+                    if (page >= npages) break;
+                    uint64_t rel = page - chunk;
+                    if (first && !(backed[rel / 64] & (1ull << (rel % 64)))) {
+                        ++pending_skipped_;
+                        continue;
+                    }
+                    const uint8_t* host = region.map.addr() + page * kPageSize;
+                    uint64_t gpa = region.start.raw() + page * kPageSize;
+                    if (page_is_zero(host)) {
+                        ++pending_duplicate_;
+                        if (first) continue;  // the destination's fresh RAM is zero already
+                        batch_entries_.push_back(gpa | kPageFlagZero);
+                    } else {
+                        std::memcpy(batch_data_.data() + size_t{batch_data_pages_} * kPageSize, host, kPageSize);
+                        ++batch_data_pages_;
+                        batch_entries_.push_back(gpa | kPageFlagData);
+                    }
+                    if (batch_entries_.size() == kMaxBatchPages) {
+                        if (auto ok = flush_batch(); !ok) return ok;
+                    }
+                }
+            }
+        }
+    }
+    if (auto ok = flush_batch(); !ok) return ok;
+    auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
+    uint64_t bytes = ch_->bytes_sent() - sent_before;
+    stats_.update([&](MigrationStats& s) {
+        // A round that sent little says nothing about the link: keep the last figure.
+        if (bytes >= (1u << 20) && secs > 0) s.mbps = static_cast<double>(bytes) * 8 / secs / 1e6;
+        else if (s.mbps == 0 && secs > 0 && bytes > 0) s.mbps = static_cast<double>(bytes) * 8 / secs / 1e6;
+    });
+    return {};
+}
+
+Result<void> MigrationSource::flush_batch() {
+    stats_.update([&](MigrationStats& s) {
+        s.ram_skipped += pending_skipped_;
+        s.ram_duplicate += pending_duplicate_;
+    });
+    pending_skipped_ = pending_duplicate_ = 0;
+    if (batch_entries_.empty()) return {};
+    uint32_t count = static_cast<uint32_t>(batch_entries_.size());
+    std::span<const uint8_t> pieces[3] = {
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&count), 4),
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(batch_entries_.data()), count * 8),
+        std::span<const uint8_t>(batch_data_.data(), size_t{batch_data_pages_} * kPageSize),
+    };
+    auto before = ch_->bytes_sent();
+    if (auto ok = send_section(*ch_, SectionKind::RamBatch, 0, pieces); !ok) return ok;
+    uint64_t sent = ch_->bytes_sent() - before;
+    uint32_t data_pages = batch_data_pages_;
+    stats_.update([&](MigrationStats& s) {
+        s.ram_transferred += sent;
+        s.ram_normal += data_pages;
+        s.ram_normal_bytes += uint64_t{data_pages} * kPageSize;
+    });
+    round_bytes_ += sent;
+    batch_entries_.clear();
+    batch_data_pages_ = 0;
+    throttle();
+    return {};
+}
+
+void MigrationSource::throttle() {
+    uint64_t cap;
+    {
+        std::lock_guard lock(params_mu_);
+        cap = params_.max_bandwidth;
+    }
+    if (cap == 0) return;
+    auto due = round_start_ + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(static_cast<double>(round_bytes_) / static_cast<double>(cap)));
+    while (Clock::now() < due && !cancelled()) std::this_thread::sleep_until(std::min(due, Clock::now() + std::chrono::milliseconds(50)));
+}
+
+Result<void> MigrationSource::send_state() {
+    for (size_t i = 0; i < m_.vcpu_count(); ++i) {
+        auto st = m_.save_vcpu(i);
+        if (!st) return std::unexpected(st.error());
+        StateWriter w;
+        w.put(realtime_ns());
+        st->save(w);
+        if (auto ok = send_section(*ch_, SectionKind::VcpuState, static_cast<uint32_t>(i), w.bytes()); !ok) return ok;
+    }
+    auto vm = m_.save_vm();
+    if (!vm) return std::unexpected(vm.error());
+    StateWriter vw;
+    vm->save(vw);
+    if (auto ok = send_section(*ch_, SectionKind::VmState, 0, vw.bytes()); !ok) return ok;
+    StateWriter dw;
+    m_.save_devices(dw);
+    if (auto ok = send_section(*ch_, SectionKind::DeviceState, 0, dw.bytes()); !ok) return ok;
+    return send_section(*ch_, SectionKind::StateEnd, 0, std::span<const uint8_t>());
+}
+
+}  // namespace ferry

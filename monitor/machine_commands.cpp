@@ -1,0 +1,92 @@
+#include "monitor/machine_commands.hpp"
+
+#include <fmt/format.h>
+
+#include "memory/report.hpp"
+
+namespace ferry {
+
+namespace {
+
+QmpResult query_status(const Machine& m) {
+    RunState s = m.run_state();
+    return nlohmann::json{{"status", run_state_name(s)}, {"running", s == RunState::Running}, {"singlestep", false}};
+}
+
+QmpResult query_cpus_fast(const Machine& m) {
+    nlohmann::json cpus = nlohmann::json::array();
+    auto tids = m.vcpu_thread_ids();
+    for (size_t i = 0; i < tids.size(); ++i) {
+        cpus.push_back({{"cpu-index", i},
+                        {"qom-path", fmt::format("/machine/unattached/device[{}]", i)},
+                        {"thread-id", tids[i]},
+                        {"props", {{"core-id", i}, {"thread-id", 0}, {"socket-id", 0}}},
+                        {"target", "x86_64"}});
+    }
+    return cpus;
+}
+
+QmpResult query_memory(const Machine& m) {
+    auto report = memory_report(m.memory());
+    if (!report) return qmp_error("cannot read the memory figures: " + report.error().message());
+    return to_json(*report);
+}
+
+}  // namespace
+
+Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ctx) {
+    Machine* m = ctx.machine;
+    auto emit = ctx.emit;
+    auto quit = ctx.quit;
+    std::vector<Command> cmds;
+    cmds.push_back({"query-status", {}, [m](const nlohmann::json&, CallContext&) { return query_status(*m); }});
+    cmds.push_back({"stop", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+                        if (m->run_state() != RunState::Running) return nlohmann::json::object();  // QEMU: no event
+                        m->pause();
+                        if (m->run_state() == RunState::Paused) emit("STOP", nullptr);
+                        return nlohmann::json::object();
+                    }});
+    cmds.push_back({"cont", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+                        switch (m->run_state()) {
+                            case RunState::Running: return nlohmann::json::object();
+                            case RunState::Shutdown: return qmp_error("The guest has shut down; it cannot continue");
+                            case RunState::Prelaunch:
+                            case RunState::InMigrate:
+                                // Only an incoming migration leaves a machine unstarted; it
+                                // starts the guest itself once the state is in.
+                                return qmp_error("Guest is waiting for an incoming migration");
+                            case RunState::PostMigrate:
+                                return qmp_error("The guest has migrated to another host; it cannot continue here");
+                            case RunState::Paused: m->resume(); break;
+                        }
+                        if (m->run_state() == RunState::Running) emit("RESUME", nullptr);
+                        return nlohmann::json::object();
+                    }});
+    cmds.push_back({"system_reset", {}, [](const nlohmann::json&, CallContext&) -> QmpResult {
+                        return qmp_error("system_reset is not supported by ferry yet: it cannot reset a guest's vCPUs and devices");
+                    }});
+    cmds.push_back({"quit", {}, [quit](const nlohmann::json&, CallContext&) -> QmpResult {
+                        quit();
+                        return nlohmann::json::object();
+                    }});
+    cmds.push_back({"query-cpus-fast", {}, [m](const nlohmann::json&, CallContext&) { return query_cpus_fast(*m); }});
+    cmds.push_back({"ferry-query-memory", {}, [m](const nlohmann::json&, CallContext&) { return query_memory(*m); }});
+    for (auto& c : cmds) {
+        if (auto ok = table.add(std::move(c)); !ok) return ok;
+    }
+    return {};
+}
+
+nlohmann::json shutdown_event_data(const ShutdownRequest& req) {
+    switch (req.kind) {
+        case ShutdownKind::PowerOff: return {{"guest", true}, {"reason", "guest-shutdown"}};
+        case ShutdownKind::Reset: return {{"guest", true}, {"reason", "guest-reset"}};
+        case ShutdownKind::Crash: return {{"guest", true}, {"reason", "guest-panic"}};
+        case ShutdownKind::HostRequest: return host_shutdown_event_data("host-signal");
+    }
+    return host_shutdown_event_data("host-signal");
+}
+
+nlohmann::json host_shutdown_event_data(std::string_view reason) { return {{"guest", false}, {"reason", std::string(reason)}}; }
+
+}  // namespace ferry

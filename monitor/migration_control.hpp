@@ -1,0 +1,80 @@
+// MigrationControl: owns this process's migration (outgoing MigrationSource or
+// incoming MigrationDestination), its parameters and capabilities, and carries status
+// changes from the migration thread to the main loop (an eventfd), where it emits
+// MIGRATION events and tells `ferry run` when to end:
+//   - outgoing completed: the guest runs elsewhere; ferry exits 0 (or keeps the
+//     paused source with --keep-source);
+//   - incoming failed: the guest never ran here; ferry exits 1 with the reason.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/event_loop.hpp"
+#include "base/fd.hpp"
+#include "migration/destination.hpp"
+#include "migration/source.hpp"
+
+namespace ferry {
+
+struct MigrationCapabilities {
+    bool events = false;  // MIGRATION events (QEMU's "events" capability)
+};
+
+class MigrationControl {
+public:
+    using EmitFn = std::function<void(std::string_view name, nlohmann::json data)>;
+    // Called on the main loop when this process should end (status, one-line message).
+    using FinishFn = std::function<void(int exit_status, std::string message)>;
+
+    static Result<std::unique_ptr<MigrationControl>> create(EventLoop& loop, Machine& machine, bool keep_source, EmitFn emit,
+                                                            FinishFn finish);
+    ~MigrationControl();
+
+    Result<void> start_outgoing(const std::string& uri);
+    // Listens now (returns the bound port: tcp:HOST:0 picks one) and receives in the
+    // background.
+    Result<uint16_t> start_incoming(const std::string& uri);
+    // migrate_cancel: cancels an outgoing migration (QEMU cancels only outgoing ones).
+    void cancel_outgoing();
+
+    MigrationParams params() const { return params_; }
+    void set_params(const MigrationParams& p);
+    MigrationCapabilities capabilities() const { return caps_; }
+    Result<void> set_capabilities(const MigrationCapabilities& c);
+
+    // The current (or last) migration's figures; status none when there was none.
+    MigrationStats stats() const;
+    bool outgoing_active() const;
+    bool incoming_pending() const { return incoming_ != nullptr && !incoming_done_; }
+
+private:
+    MigrationControl(EventLoop& loop, Machine& machine, bool keep_source, EmitFn emit, FinishFn finish, Fd event);
+    void on_status(MigrationStatus s);  // any thread
+    void drain();                       // main loop
+
+    EventLoop& loop_;
+    Machine& m_;
+    bool keep_source_;
+    EmitFn emit_;
+    FinishFn finish_;
+    Fd event_;
+    MigrationParams params_;
+    MigrationCapabilities caps_;
+    std::unique_ptr<MigrationSource> outgoing_;
+    std::unique_ptr<MigrationDestination> incoming_;
+    bool incoming_done_ = false;
+
+    std::mutex mu_;
+    std::vector<MigrationStatus> pending_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,229 @@
+// Precopy live migration between two ferry processes over loopback TCP, driven the
+// way a user drives it: `ferry run --incoming`, `ferry run --qmp`, `ferry migrate`.
+#include <signal.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <memory>
+#include <regex>
+#include <thread>
+
+#include "process.hpp"
+
+using namespace ferry::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kLong = 120s;
+
+std::string sock(const std::string& name) { return "/tmp/ferry-mig-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
+
+std::unique_ptr<Process> source(const std::string& qmp, const std::string& mem, int cpus, const std::string& cmdline,
+                                std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", mem, "--cpus", std::to_string(cpus),
+                                  "--qmp", qmp, "--cmdline", cmdline};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv);
+}
+
+// A destination listening on a free port; returns the port through `port`.
+std::unique_ptr<Process> destination(const std::string& mem, int cpus, int& port, const std::string& qmp = "") {
+    std::vector<std::string> argv{ferry_bin(), "run", "--mem", mem, "--cpus", std::to_string(cpus), "--incoming", "tcp:127.0.0.1:0"};
+    if (!qmp.empty()) {
+        argv.push_back("--qmp");
+        argv.push_back(qmp);
+    }
+    auto p = std::make_unique<Process>(argv);
+    auto got = p->wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    INFO(p->err());
+    REQUIRE(got);
+    port = std::stoi(*got);
+    return p;
+}
+
+int last_tick(const Process& p) {
+    int last = 0;
+    std::regex re("^guest: tick=(\\d+) ");
+    for (const auto& l : p.out_lines()) {
+        std::smatch m;
+        if (std::regex_search(l, m, re)) last = std::stoi(m[1]);
+    }
+    return last;
+}
+
+std::unique_ptr<Process> migrate(const std::string& qmp, int port, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{ferry_bin(), "migrate", "--qmp", qmp, "--to", "tcp:127.0.0.1:" + std::to_string(port)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv);
+}
+
+std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::string& args = "") {
+    std::vector<std::string> argv{ferry_bin(), "qmp", "--qmp", qmp, cmd};
+    if (!args.empty()) argv.push_back(args);
+    Process p(argv);
+    p.wait_exit(30s);
+    return p.out_text();
+}
+
+// Migrates a running source to a fresh destination and checks the guest goes on
+// there: ticks continue from the source's count, no page is corrupt.
+void migrate_and_check(Process& src, const std::string& src_qmp, const std::string& mem, int cpus, Process*& dst_out,
+                       std::unique_ptr<Process>& dst_holder, const std::string& dst_qmp = "") {
+    int port = 0;
+    dst_holder = destination(mem, cpus, port, dst_qmp);
+    auto mig = migrate(src_qmp, port);
+    auto mig_rc = mig->wait_exit(kLong);
+    INFO("migrate: " << mig->out_text() << mig->err() << "\nsource: " << src.err() << "\ndest: " << dst_holder->err());
+    REQUIRE(mig_rc == 0);
+    CHECK(mig->out_text().find("migration completed") != std::string::npos);
+    // The source hands over and exits.
+    auto src_rc = src.wait_exit(30s);
+    REQUIRE(src_rc == 0);
+    int before = last_tick(src);
+    REQUIRE(before >= 1);
+    // The destination continues the same guest.
+    auto next = dst_holder->wait_line(std::regex("^guest: tick=\\d+ "), 30s);
+    REQUIRE(next);
+    int first = std::stoi(next->substr(std::string("guest: tick=").size()));
+    CHECK(first > before);
+    CHECK(first <= before + 2);  // +2 when the line in flight was split by the switch
+    CHECK(next->find("corrupt=0") != std::string::npos);
+    auto later = dst_holder->wait_line(std::regex("^guest: tick=" + std::to_string(first + 1) + " "), 30s);
+    REQUIRE(later);
+    CHECK(later->find("corrupt=0") != std::string::npos);
+    CHECK(src.out_text().find("CORRUPT") == std::string::npos);
+    CHECK(dst_holder->out_text().find("CORRUPT") == std::string::npos);
+    dst_out = dst_holder.get();
+}
+
+}  // namespace
+
+TEST_CASE("a verifying guest migrates and keeps counting", "[kvm][migration]") {
+    for (std::string mode : {"verify", "dirty"}) {
+        DYNAMIC_SECTION("mode=" << mode) {
+            auto q = sock("src-" + mode);
+            auto src = source(q, "128M", 1, "mode=" + mode + " wss=32M rate=8M");
+            REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+            Process* dst = nullptr;
+            std::unique_ptr<Process> holder;
+            migrate_and_check(*src, q, "128M", 1, dst, holder);
+            dst->signal(SIGTERM);
+            CHECK(dst->wait_exit(30s) == 0);
+        }
+    }
+}
+
+TEST_CASE("a 2-vCPU guest migrates", "[kvm][migration][smp]") {
+    auto q = sock("smp");
+    auto src = source(q, "128M", 2, "mode=verify wss=32M rate=8M cpus=2");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+    Process* dst = nullptr;
+    std::unique_ptr<Process> holder;
+    migrate_and_check(*src, q, "128M", 2, dst, holder);
+    dst->signal(SIGTERM);
+    CHECK(dst->wait_exit(30s) == 0);
+}
+
+TEST_CASE("a 1 GiB guest that is mostly zero sends little", "[kvm][migration]") {
+    auto q = sock("big");
+    auto src = source(q, "1G", 1, "mode=verify wss=32M rate=0");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+    int port = 0;
+    auto dst = destination("1G", 1, port);
+    auto mig = migrate(q, port, {"--json"});
+    REQUIRE(mig->wait_exit(kLong) == 0);
+    // The last JSON line is the final query-migrate.
+    std::smatch m;
+    std::string last = mig->out_lines().empty() ? "" : mig->out_lines().back();
+    INFO(last);
+    REQUIRE(std::regex_search(last, m, std::regex("\"transferred\":(\\d+)")));
+    uint64_t transferred = std::stoull(m[1]);
+    CHECK(transferred < 64ull << 20);  // 32 MiB working set + the image, not 1 GiB
+    CHECK(transferred > 32ull << 20);
+    REQUIRE(dst->wait_line(std::regex("^guest: tick=\\d+ .*corrupt=0"), 30s));
+    dst->signal(SIGTERM);
+    CHECK(dst->wait_exit(30s) == 0);
+}
+
+TEST_CASE("a destination with another RAM size refuses before any page", "[kvm][migration][errors]") {
+    auto q = sock("mismatch");
+    auto src = source(q, "128M", 1, "mode=verify wss=16M rate=4M");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+    int port = 0;
+    auto dst = destination("256M", 1, port);
+    auto mig = migrate(q, port);
+    auto rc = mig->wait_exit(kLong);
+    REQUIRE(rc);
+    CHECK(*rc != 0);
+    CHECK(mig->err().find("RAM") != std::string::npos);
+    // The destination never ran the guest and exits with the reason.
+    auto drc = dst->wait_exit(30s);
+    REQUIRE(drc);
+    CHECK(*drc == 1);
+    CHECK(dst->err().find("refusing the incoming guest") != std::string::npos);
+    CHECK(dst->out_text().empty());
+    // The source runs on, untouched.
+    int t = last_tick(*src);
+    REQUIRE(src->wait_line(std::regex("^guest: tick=" + std::to_string(t + 1) + " .*corrupt=0"), 30s));
+    CHECK(qmp_cmd(q, "query-migrate").find("\"failed\"") != std::string::npos);
+    CHECK(qmp_cmd(q, "query-status").find("\"running\"") != std::string::npos);
+}
+
+TEST_CASE("cancel, or a destination dying, leaves the source running", "[kvm][migration][errors]") {
+    for (std::string how : {"cancel", "kill"}) {
+        DYNAMIC_SECTION(how) {
+            auto q = sock("abort-" + how);
+            auto src = source(q, "256M", 1, "mode=verify wss=128M rate=4M");
+            REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+            int port = 0;
+            auto dst = destination("256M", 1, port);
+            // 8 MiB/s: the 128 MiB working set takes ~16 s, time to interrupt it.
+            auto mig = migrate(q, port, {"--max-bandwidth", "8M"});
+            REQUIRE(src->wait_line(std::regex("^guest: tick=\\d+ "), 30s));
+            std::this_thread::sleep_for(2s);
+            if (how == "cancel") {
+                qmp_cmd(q, "migrate_cancel");
+            } else {
+                dst->signal(SIGKILL);
+            }
+            auto rc = mig->wait_exit(kLong);
+            INFO(mig->err() << src->err());
+            REQUIRE(rc);
+            CHECK(*rc == 1);
+            auto status = qmp_cmd(q, "query-migrate");
+            CHECK(status.find(how == "cancel" ? "\"cancelled\"" : "\"failed\"") != std::string::npos);
+            int t = last_tick(*src);
+            REQUIRE(src->wait_line(std::regex("^guest: tick=" + std::to_string(t + 1) + " .*corrupt=0"), 30s));
+            CHECK(qmp_cmd(q, "query-status").find("\"running\"") != std::string::npos);
+            CHECK(src->out_text().find("CORRUPT") == std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("a guest migrates twice, A to B to C", "[kvm][migration]") {
+    auto qa = sock("A"), qb = sock("B");
+    auto a = source(qa, "128M", 1, "mode=verify wss=16M rate=4M");
+    REQUIRE(a->wait_line(std::regex("^guest: tick=1 "), kLong));
+    Process* b = nullptr;
+    std::unique_ptr<Process> b_holder;
+    migrate_and_check(*a, qa, "128M", 1, b, b_holder, qb);
+    Process* c = nullptr;
+    std::unique_ptr<Process> c_holder;
+    migrate_and_check(*b, qb, "128M", 1, c, c_holder);
+    c->signal(SIGTERM);
+    CHECK(c->wait_exit(30s) == 0);
+}
+
+TEST_CASE("a destination refuses a stream that is not ferry's", "[kvm][migration][errors]") {
+    int port = 0;
+    auto dst = destination("64M", 1, port);
+    Process junk({"/bin/sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n0123456789abcdef0123456789' | socat -t 5 - TCP:127.0.0.1:" + std::to_string(port)});
+    junk.wait_exit(30s);
+    auto rc = dst->wait_exit(30s);
+    INFO(dst->err());
+    REQUIRE(rc);
+    CHECK(*rc == 1);
+    CHECK(dst->err().find("incoming migration failed") != std::string::npos);
+    CHECK(dst->out_text().empty());  // the guest never ran
+}
