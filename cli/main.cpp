@@ -48,8 +48,13 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
     run.add_flag_callback("--memory-report", [&a] { a.memory_report = "on"; },
                           "when the guest stops, print per region what the host gave guest RAM (huge pages, KSM, NUMA "
                           "nodes) on stderr; see docs/memory.md");
-    run.add_option("--disk", a.disks, "virtio-blk disk image (not implemented yet)")->type_name("PATH");
+    run.add_option("--disk", a.disks, "virtio-blk disk: a raw image file; repeatable; \",readonly\" refuses writes")->type_name("PATH[,readonly]");
     run.add_option("--net", a.net, "virtio-net on a tap device (not implemented yet)")->type_name("tap:NAME");
+    run.add_option("--cpu", a.cpu,
+                   "CPU model the guest sees: host (default: all KVM offers here) or baseline (x86-64-v2 + AES, XSAVE, "
+                   "x2APIC: any x86-64 server), optionally minus features (host,-avx512f); a migration destination "
+                   "refuses a guest using features its model lacks, and keeps the source's CPUID")
+        ->type_name("host|baseline[,-FEATURE...]");
     run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
                           "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
     run.add_option("--incoming", a.incoming,

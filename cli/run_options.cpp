@@ -102,6 +102,7 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "net") ok = take_string(node, key, a.net);
         else if (key == "incoming") ok = take_string(node, key, a.incoming);
         else if (key == "keep-source") ok = take_string(node, key, a.keep_source);
+        else if (key == "cpu") ok = take_string(node, key, a.cpu);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
         else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
         else if (key == "memory-zone") ok = take_memory_zones(node, a.memory_zones);
@@ -143,6 +144,7 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.net, cli.net);
     pick(file.incoming, cli.incoming);
     pick(file.keep_source, cli.keep_source);
+    pick(file.cpu, cli.cpu);
     pick(file.prealloc, cli.prealloc);
     pick(file.memory_report, cli.memory_report);
     if (!cli.memory_zones.empty()) file.memory_zones = cli.memory_zones;
@@ -214,6 +216,11 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         m.kernel = *a.kernel;
     }
     p.keep_source = a.keep_source == "on";
+    if (a.cpu) {
+        auto model = parse_cpu_model(*a.cpu);
+        if (!model) return std::unexpected(model.error());
+        m.cpu_model = *model;
+    }
     m.initrd = a.initrd;
     m.cmdline = a.cmdline.value_or("");
     if (a.mem) {
@@ -268,13 +275,17 @@ Result<RunPlan> plan_run(const RunArgs& a) {
     if (!serial) return std::unexpected(serial.error());
     p.serial = *serial;
     p.qmp = a.qmp;
+    for (const auto& d : a.disks) {
+        auto spec = virtio::parse_disk_spec(d);
+        if (!spec) return std::unexpected(spec.error());
+        m.disks.push_back(*spec);
+    }
     // Accepted by the CLI contract, arriving with later work: refuse clearly.
     struct Pending {
         bool set;
         const char* opt;
     };
-    for (const auto& pending : {Pending{!a.disks.empty(), "--disk"}, Pending{a.net.has_value(), "--net"},
-                                }) {
+    for (const auto& pending : {Pending{a.net.has_value(), "--net"}}) {
         if (pending.set) return fail(Domain::Config, fmt::format("{} is not implemented yet", pending.opt));
     }
     return p;

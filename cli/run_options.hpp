@@ -24,7 +24,8 @@ struct RunArgs {
     std::optional<std::string> memory_backend, thp, ksm, numa_node, net, incoming;
     std::optional<std::string> prealloc, memory_report;  // flags: "on" / "off"
     std::vector<std::string> disks;
-    std::optional<std::string> keep_source;  // "on" keeps a migrated-away source paused
+    std::optional<std::string> keep_source;
+    std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };
 

@@ -42,7 +42,7 @@
 #define NBUCKETS 17 /* stall histogram: 16, 32, ..., 1048576 us */
 #define CLOSED 0x80000000u
 
-enum mode { MODE_IDLE, MODE_DIRTY, MODE_VERIFY, MODE_TLB, MODE_KSM };
+enum mode { MODE_IDLE, MODE_DIRTY, MODE_VERIFY, MODE_TLB, MODE_KSM, MODE_BLK };
 
 struct config {
     u32 mode;
@@ -91,6 +91,8 @@ struct shared {
     volatile u32 arrived __attribute__((aligned(64))); /* APs checked in; CLOSED once frozen */
     volatile u32 populated;
     volatile s32 corrupt_budget;
+    /* mode=blk (blk.c, BSP only): verified chunks, mismatches, requests with an error status */
+    volatile u64 blk_ok, blk_bad, blk_ioerr;
     struct pcpu pcpu[MAX_CPUS];
 };
 
@@ -99,4 +101,8 @@ extern struct shared g;
 /* Ring-3 entry points (workload.c). */
 void bsp_user_main(u64 unused) __attribute__((noreturn));
 void ap_user_main(u64 unused) __attribute__((noreturn));
+/* mode=blk driver (blk.c), ring 3 on the BSP. */
+void blk_init(void);
+void blk_step(void);
+#define VIRTIO_MMIO_PA 0xd0000000ULL
 #endif

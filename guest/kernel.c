@@ -252,7 +252,8 @@ static void parse_cmdline(struct config *c) {
             else if (str_eq(v, vn, "verify")) c->mode = MODE_VERIFY;
             else if (str_eq(v, vn, "tlb")) c->mode = MODE_TLB;
             else if (str_eq(v, vn, "ksm")) c->mode = MODE_KSM;
-            else if (str_eq(v, vn, "blk") || str_eq(v, vn, "net")) {
+            else if (str_eq(v, vn, "blk")) c->mode = MODE_BLK;
+            else if (str_eq(v, vn, "net")) {
                 struct line l;
                 line_init(&l);
                 line_str(&l, "guest: error mode ");
@@ -294,6 +295,9 @@ static void map_memory(void) {
         if (memmap[i].addr < (u64)IDENT_GIBS << 30) map_range(memmap[i].addr, memmap[i].size);
     pdpt[LAPIC_BASE >> 30] = (u64)pd_ident[LAPIC_BASE >> 30] | PTE_TABLE;
     pd_ident[LAPIC_BASE >> 30][(LAPIC_BASE >> 21) & 511] = LAPIC_BASE | PTE_P | PTE_W | PTE_PS | PTE_PCD | PTE_PWT;
+    /* virtio-mmio windows (mode=blk): user-accessible, so the ring-3 driver reaches them */
+    if (g.cfg.mode == MODE_BLK)
+        pd_ident[VIRTIO_MMIO_PA >> 30][(VIRTIO_MMIO_PA >> 21) & 511] = VIRTIO_MMIO_PA | PTE_2M | PTE_PCD | PTE_PWT;
 }
 
 /* Working set, then the generation array, in 2 MiB chunks of RAM above the image, mapped
@@ -396,7 +400,7 @@ void kmain(void) {
     read_start_info();
     parse_cmdline(&g.cfg);
     map_memory();
-    if (g.cfg.mode != MODE_IDLE) place_working_set();
+    if (g.cfg.mode != MODE_IDLE && g.cfg.mode != MODE_BLK) place_working_set(); /* blk: wss = disk bytes */
     __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
 
     lapic_write(LAPIC_LVT0, 0x10000); /* masked (KVM resets the BSP's LVT0 to ExtINT) */

@@ -143,6 +143,26 @@ Result<void> Channel::recv_exact(std::span<uint8_t> out) {
     return {};
 }
 
+Result<void> Channel::recv_iov(iovec* iov, int count) {
+    while (count > 0) {
+        ssize_t n = ::readv(fd_.get(), iov, std::min(count, IOV_MAX));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(Domain::Migration, "receiving the migration stream");
+        if (n == 0) return fail(Domain::Migration, "the migration peer closed the connection");
+        auto left = static_cast<size_t>(n);
+        while (count > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            ++iov;
+            --count;
+        }
+        if (count > 0) {
+            iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
+            iov->iov_len -= left;
+        }
+    }
+    return {};
+}
+
 Result<bool> Channel::wait_readable(std::chrono::milliseconds timeout) {
     pollfd p{fd_.get(), POLLIN, 0};
     for (;;) {

@@ -32,6 +32,7 @@ public:
     Result<void> send_all(std::span<const uint8_t> data);
     Result<void> send_iov(iovec* iov, int count);  // the iovec array is modified
     Result<void> recv_exact(std::span<uint8_t> out);
+    Result<void> recv_iov(iovec* iov, int count);  // fills every buffer; the array is modified
     // Waits up to `timeout` for data to read; false on timeout.
     Result<bool> wait_readable(std::chrono::milliseconds timeout);
     // Unblocks any send/recv in progress (thread-safe); the channel is then dead.

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "base/log.hpp"
 #include "base/state_io.hpp"
@@ -92,26 +93,33 @@ Result<void> MigrationDestination::receive() {
     for (const auto& r : m_.memory().regions()) ours.ram.push_back({r.start, r.size()});
     if (auto why = header_mismatch(ours, *theirs); !why.empty())
         return fail(Domain::Migration, "refusing the incoming guest: " + why);
+    if (auto missing = missing_cpu_features(CpuidTable(theirs->cpuid), m_.guest_cpuid()); !missing.empty())
+        return fail(Domain::Migration, fmt::format("refusing the incoming guest: it uses CPU features that this ferry's "
+                                                   "--cpu {} does not offer: {}",
+                                                   m_.config().cpu_model.text(), fmt::join(missing, ", ")));
     if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, std::span<const uint8_t>()); !ok) return ok;
     set_status(MigrationStatus::Active);
+    m_.prepare_start();  // vCPU threads exist, parked: Go only wakes them
     vcpus_.assign(m_.vcpu_count(), std::nullopt);
     vcpu_saved_at_ns_.assign(m_.vcpu_count(), 0);
 
+    Section section{};
+    section.payload.reserve(kMaxSectionPayload);
+    auto* s = &section;
     for (;;) {
-        auto s = recv_section(*ch_);
-        if (!s) return std::unexpected(s.error());
+        auto batch = recv_section_or_ram(*ch_, m_.memory(), section);
+        if (!batch) return std::unexpected(batch.error());
+        if (*batch) {
+            const RamBatchStats& st = **batch;
+            stats_.update([&](MigrationStats& m) {
+                m.ram_transferred += 4 + (st.data + st.zero) * 8 + st.data * kPageSize;
+                m.ram_normal += st.data;
+                m.ram_normal_bytes += st.data * kPageSize;
+                m.ram_duplicate += st.zero;
+            });
+            continue;
+        }
         switch (s->kind) {
-            case SectionKind::RamBatch: {
-                auto st = apply_ram_batch(m_.memory(), s->payload);
-                if (!st) return std::unexpected(st.error());
-                stats_.update([&](MigrationStats& m) {
-                    m.ram_transferred += s->payload.size();
-                    m.ram_normal += st->data;
-                    m.ram_normal_bytes += st->data * kPageSize;
-                    m.ram_duplicate += st->zero;
-                });
-                break;
-            }
             case SectionKind::VcpuState: {
                 if (s->instance >= vcpus_.size())
                     return fail(Domain::Migration, fmt::format("state for vCPU {} (this guest has {})", s->instance, vcpus_.size()));
@@ -132,13 +140,22 @@ Result<void> MigrationDestination::receive() {
                 vm_ = *st;
                 break;
             }
-            case SectionKind::DeviceState: devices_ = std::move(s->payload); break;
+            case SectionKind::DeviceState: devices_ = s->payload; break;
+            case SectionKind::Sync:
+                if (auto ok = send_section(*ch_, SectionKind::SyncAck, s->instance, std::span<const uint8_t>()); !ok) return ok;
+                break;
             case SectionKind::StateEnd: {
                 set_status(MigrationStatus::Device);
+                auto t0 = std::chrono::steady_clock::now();
                 if (auto ok = restore(); !ok) return ok;
+                logger("mig")->info("restore took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                                              std::chrono::steady_clock::now() - t0).count());
                 if (auto ok = send_section(*ch_, SectionKind::Ready, 0, std::span<const uint8_t>()); !ok) return ok;
                 if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
+                auto t1 = std::chrono::steady_clock::now();
                 if (auto ok = m_.start(); !ok) return ok;
+                logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                                            std::chrono::steady_clock::now() - t1).count());
                 (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());
                 return {};
             }

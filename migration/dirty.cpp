@@ -15,6 +15,7 @@ Result<void> KvmDirtyLog::sync(std::vector<std::vector<uint64_t>>& bitmaps) {
         bitmaps[i].assign((regions[i].size() / 4096 + 63) / 64, 0);
         if (auto ok = m_.vm().get_dirty_log(regions[i].slot, bitmaps[i].data()); !ok) return ok;
     }
+    m_.take_device_dirty(bitmaps);  // pages written by devices (virtio), which KVM does not see
     return {};
 }
 

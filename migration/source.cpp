@@ -79,11 +79,21 @@ void MigrationSource::run() {
     if (dirty_) dirty_->stop();
     auto end = Clock::now();
     if (result) {
+        {
+            std::lock_guard lock(ch_mu_);
+            ch_.reset();
+        }
         stats_.update([&](MigrationStats& s) { s.total_time_ms = ms_between(start_, end); });
         set_status(MigrationStatus::Completed);
         return;
     }
-    // Failed or cancelled before the destination took over: the source runs on.
+    // Failed or cancelled before the destination took over: tell the destination why
+    // (best effort), drop the connection, and the source runs on.
+    {
+        std::lock_guard lock(ch_mu_);
+        if (ch_) (void)send_error(*ch_, cancelled() ? "the source cancelled the migration" : result.error().message());
+        ch_.reset();
+    }
     if (we_paused_) m_.resume();
     bool was_cancel = cancelled();
     stats_.update([&](MigrationStats& s) {
@@ -107,6 +117,7 @@ Result<void> MigrationSource::migrate() {
     hdr.cpus = static_cast<uint32_t>(m_.vcpu_count());
     hdr.tsc_khz = m_.tsc_khz();
     for (const auto& r : m_.memory().regions()) hdr.ram.push_back({r.start, r.size()});
+    hdr.cpuid = m_.guest_cpuid().entries();
     if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
     if (auto ack = expect_section(*ch_, SectionKind::HeaderAck); !ack) return std::unexpected(ack.error());
 
@@ -117,11 +128,13 @@ Result<void> MigrationSource::migrate() {
 
     // Iterative rounds.
     std::vector<std::vector<uint64_t>> dirty;
+    uint64_t prev_pages = UINT64_MAX;
     for (uint32_t round = 0;; ++round) {
         if (cancelled()) return fail(Domain::Migration, "cancelled");
         if (auto ok = dirty_->sync(dirty); !ok) return ok;
         uint64_t pages = 0;
         for (const auto& b : dirty) pages += count_bits(b);
+        logger("mig")->debug("round {}: {} dirty pages", round, pages);
         MigrationParams p;
         {
             std::lock_guard lock(params_mu_);
@@ -129,7 +142,8 @@ Result<void> MigrationSource::migrate() {
         }
         auto st = stats_.get();
         double bw = st.mbps * 1e6 / 8;  // bytes per second of the last round
-        uint64_t expected_ms = bw > 0 ? static_cast<uint64_t>(static_cast<double>(pages * kPageSize) * 1000.0 / bw) : 0;
+        double expected = bw > 0 ? static_cast<double>(pages * kPageSize) * 1000.0 / bw : 0;  // ms
+        auto expected_ms = static_cast<uint64_t>(expected + 0.5);
         stats_.update([&](MigrationStats& s) {
             s.dirty_sync_count++;
             s.ram_remaining = pages * kPageSize;
@@ -137,13 +151,21 @@ Result<void> MigrationSource::migrate() {
             auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
             if (round > 0 && secs > 0) s.dirty_pages_rate = static_cast<uint64_t>(static_cast<double>(pages) / secs);
         });
-        if (round > 0 && (pages == 0 || (bw > 0 && expected_ms <= p.downtime_limit_ms))) break;
+        bool fits = pages == 0 || (bw > 0 && expected <= static_cast<double>(p.downtime_limit_ms));
+        if (round > 0 && fits) {
+            // downtime-limit is a ceiling, not a target: while a round still halves the
+            // dirty set, another one shrinks what the paused guest waits for.
+            bool shrinking = pages * 2 < prev_pages;
+            if (pages == 0 || !shrinking || expected < 1.0 || round >= p.max_rounds) break;
+        }
+        prev_pages = pages;
         if (round >= p.max_rounds)
             return fail(Domain::Migration,
                         fmt::format("not converging: after {} rounds {} MiB are still dirty, expected downtime {} ms > "
                                     "downtime-limit {} ms (raise downtime-limit or max-bandwidth, or use postcopy)",
                                     round, pages * kPageSize >> 20, expected_ms, p.downtime_limit_ms));
         if (auto ok = send_round(dirty, round == 0, false); !ok) return ok;
+        if (auto ok = sync_with_destination(round); !ok) return ok;
     }
 
     // Stop and copy.
@@ -151,9 +173,12 @@ Result<void> MigrationSource::migrate() {
     auto paused_at = Clock::now();
     we_paused_ = m_.run_state() == RunState::Running;
     m_.pause();
+    auto t_paused = Clock::now();
     if (auto ok = dirty_->sync(dirty); !ok) return ok;
     if (auto ok = send_round(dirty, false, true); !ok) return ok;
+    auto t_final = Clock::now();
     if (auto ok = send_state(); !ok) return ok;
+    auto t_state = Clock::now();
     auto ready_wait = ch_->wait_readable(kReplyTimeout);
     if (!ready_wait || !*ready_wait) return fail(Domain::Migration, "the destination did not confirm the state in time");
     if (auto ready = expect_section(*ch_, SectionKind::Ready); !ready) return std::unexpected(ready.error());
@@ -162,6 +187,9 @@ Result<void> MigrationSource::migrate() {
     if (auto ok = send_section(*ch_, SectionKind::Go, 0, std::span<const uint8_t>()); !ok) return ok;
     auto resumed = expect_section(*ch_, SectionKind::Resumed);
     auto resumed_at = Clock::now();
+    auto us = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count(); };
+    logger("mig")->info("downtime: pause {} us, last round {} us, state {} us, ready+go+resumed {} us", us(paused_at, t_paused),
+                        us(t_paused, t_final), us(t_final, t_state), us(t_state, resumed_at));
     if (!resumed) logger("mig")->warn("no resume confirmation from the destination: {}", resumed.error().message());
     stats_.update([&](MigrationStats& s) {
         s.downtime_ms = ms_between(paused_at, resumed_at);
@@ -230,6 +258,21 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
         if (bytes >= (1u << 20) && secs > 0) s.mbps = static_cast<double>(bytes) * 8 / secs / 1e6;
         else if (s.mbps == 0 && secs > 0 && bytes > 0) s.mbps = static_cast<double>(bytes) * 8 / secs / 1e6;
     });
+    return {};
+}
+
+// Waits until the destination has applied everything sent so far, so that the
+// throughput counts end to end and no backlog is left to drain inside the downtime.
+Result<void> MigrationSource::sync_with_destination(uint32_t round) {
+    if (auto ok = send_section(*ch_, SectionKind::Sync, round, std::span<const uint8_t>()); !ok) return ok;
+    auto ready = ch_->wait_readable(kReplyTimeout);
+    if (!ready) return std::unexpected(ready.error());
+    if (!*ready) return fail(Domain::Migration, "the destination stopped answering");
+    auto ack = expect_section(*ch_, SectionKind::SyncAck);
+    if (!ack) return std::unexpected(ack.error());
+    auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
+    if (round_bytes_ >= (1u << 20) && secs > 0)
+        stats_.update([&](MigrationStats& s) { s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6; });
     return {};
 }
 

@@ -49,6 +49,7 @@ private:
     Result<void> migrate();
     Result<void> send_round(std::vector<std::vector<uint64_t>>& dirty, bool first, bool paused);
     Result<void> flush_batch();
+    Result<void> sync_with_destination(uint32_t round);
     Result<void> send_state();
     void set_status(MigrationStatus s);
     void throttle();

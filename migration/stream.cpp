@@ -16,7 +16,7 @@ constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxErrorLen = 4096;
 
 bool known_kind(uint16_t k) {
-    return (k >= 1 && k <= 3) || (k >= 5 && k <= 12);
+    return (k >= 1 && k <= 3) || (k >= 5 && k <= 14);
 }
 }  // namespace
 
@@ -33,6 +33,8 @@ const char* section_name(SectionKind k) {
         case SectionKind::Go: return "go";
         case SectionKind::Resumed: return "resumed";
         case SectionKind::Error: return "error";
+        case SectionKind::Sync: return "sync";
+        case SectionKind::SyncAck: return "sync-ack";
     }
     return "?";
 }
@@ -62,7 +64,9 @@ Result<void> send_section(Channel& ch, SectionKind kind, uint32_t instance, std:
     return send_section(ch, kind, instance, pieces);
 }
 
-Result<Section> recv_section(Channel& ch) {
+namespace {
+
+Result<SectionFrame> recv_frame(Channel& ch) {
     SectionFrame frame{};
     if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&frame), sizeof(frame))); !ok)
         return std::unexpected(ok.error());
@@ -74,18 +78,118 @@ Result<Section> recv_section(Channel& ch) {
     if (frame.length > kMaxSectionPayload)
         return fail(Domain::Migration, fmt::format("stream: {} section claims {} bytes (cap {})", section_name(kind), frame.length,
                                                    kMaxSectionPayload));
-    Section s{kind, frame.version, frame.instance, std::vector<uint8_t>(frame.length)};
-    if (auto ok = ch.recv_exact(s.payload); !ok) return std::unexpected(ok.error());
+    return frame;
+}
+
+// Reads the trailing checksum and compares it with the digest of what came.
+Result<void> check_sum(Channel& ch, XXH3_state_t* st, SectionKind kind) {
     uint64_t sum = 0;
-    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&sum), sizeof(sum))); !ok)
-        return std::unexpected(ok.error());
+    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&sum), sizeof(sum))); !ok) return ok;
+    if (sum != XXH3_64bits_digest(st)) return fail(Domain::Migration, fmt::format("stream: {} section checksum mismatch", section_name(kind)));
+    return {};
+}
+
+struct Xxh3 {
     XXH3_state_t* st = XXH3_createState();
-    XXH3_64bits_reset(st);
-    XXH3_64bits_update(st, &frame, sizeof(frame));
-    XXH3_64bits_update(st, s.payload.data(), s.payload.size());
-    uint64_t want = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    if (sum != want) return fail(Domain::Migration, fmt::format("stream: {} section checksum mismatch", section_name(kind)));
+    Xxh3() { XXH3_64bits_reset(st); }
+    ~Xxh3() { XXH3_freeState(st); }
+    void update(const void* p, size_t n) { XXH3_64bits_update(st, p, n); }
+};
+
+// Checks a RAM batch's page table against guest RAM; fills `pages` with each entry's
+// host page. Returns how many entries carry data.
+Result<uint32_t> validate_ram_table(const GuestMemory& mem, const uint64_t* entries, uint32_t count, uint8_t** pages) {
+    uint32_t ndata = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+        uint64_t flags = entries[i] & (kPageSize - 1), gpa = entries[i] & ~(kPageSize - 1);
+        if (flags != kPageFlagZero && flags != kPageFlagData)
+            return fail(Domain::Migration, fmt::format("RAM batch: page {:#x} has bad flags {:#x}", gpa, flags));
+        auto s = mem.slice(Gpa(gpa), kPageSize);
+        if (!s) return fail(Domain::Migration, "RAM batch: " + s.error().message());
+        pages[i] = s->data();
+        if (flags == kPageFlagData) ++ndata;
+    }
+    return ndata;
+}
+
+// Zero entries: clear the page unless it reads as zero already (a never-touched page
+// maps the shared zero page: cheap). Returns the batch's figures.
+RamBatchStats apply_zero_entries(const uint64_t* entries, uint32_t count, uint8_t* const* pages) {
+    RamBatchStats st;
+    static const uint8_t zero[kPageSize] = {};
+    for (uint32_t i = 0; i < count; ++i) {
+        if ((entries[i] & (kPageSize - 1)) == kPageFlagData) {
+            ++st.data;
+        } else {
+            if (std::memcmp(pages[i], zero, kPageSize) != 0) std::memset(pages[i], 0, kPageSize);
+            ++st.zero;
+        }
+    }
+    return st;
+}
+
+Result<void> recv_payload(Channel& ch, const SectionFrame& frame, Section& s) {
+    s.kind = static_cast<SectionKind>(frame.kind);
+    s.version = frame.version;
+    s.instance = frame.instance;
+    s.payload.resize(frame.length);
+    if (auto ok = ch.recv_exact(s.payload); !ok) return ok;
+    Xxh3 h;
+    h.update(&frame, sizeof(frame));
+    h.update(s.payload.data(), s.payload.size());
+    return check_sum(ch, h.st, s.kind);
+}
+
+}  // namespace
+
+Result<void> recv_section_into(Channel& ch, Section& s) {
+    auto frame = recv_frame(ch);
+    if (!frame) return std::unexpected(frame.error());
+    return recv_payload(ch, *frame, s);
+}
+
+Result<std::optional<RamBatchStats>> recv_section_or_ram(Channel& ch, const GuestMemory& mem, Section& other) {
+    auto frame = recv_frame(ch);
+    if (!frame) return std::unexpected(frame.error());
+    if (frame->kind != static_cast<uint16_t>(SectionKind::RamBatch)) {
+        if (auto ok = recv_payload(ch, *frame, other); !ok) return std::unexpected(ok.error());
+        return std::optional<RamBatchStats>();
+    }
+    // The page table first, validated whole.
+    if (frame->length < 4) return fail(Domain::Migration, "RAM batch: truncated");
+    uint32_t count = 0;
+    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&count), 4)); !ok) return std::unexpected(ok.error());
+    if (count > kMaxBatchPages) return fail(Domain::Migration, fmt::format("RAM batch: {} pages (cap {})", count, kMaxBatchPages));
+    uint64_t table_end = 4 + uint64_t{count} * 8;
+    if (frame->length < table_end) return fail(Domain::Migration, "RAM batch: truncated page table");
+    uint64_t entries[kMaxBatchPages];
+    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(entries), count * 8)); !ok)
+        return std::unexpected(ok.error());
+    uint8_t* pages[kMaxBatchPages];
+    auto ndata = validate_ram_table(mem, entries, count, pages);
+    if (!ndata) return std::unexpected(ndata.error());
+    iovec iov[kMaxBatchPages];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < count; ++i)
+        if ((entries[i] & (kPageSize - 1)) == kPageFlagData) iov[n++] = {pages[i], kPageSize};
+    if (frame->length - table_end != uint64_t{*ndata} * kPageSize)
+        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", frame->length - table_end, *ndata));
+    // Then the data, straight into guest RAM (nothing runs there yet).
+    iovec work[kMaxBatchPages];
+    std::copy(iov, iov + n, work);
+    if (auto ok = ch.recv_iov(work, static_cast<int>(n)); !ok) return std::unexpected(ok.error());
+    Xxh3 h;
+    h.update(&*frame, sizeof(SectionFrame));
+    h.update(&count, 4);
+    h.update(entries, count * 8);
+    for (uint32_t i = 0; i < n; ++i) h.update(iov[i].iov_base, kPageSize);
+    if (auto ok = check_sum(ch, h.st, SectionKind::RamBatch); !ok) return std::unexpected(ok.error());
+    return std::optional<RamBatchStats>(apply_zero_entries(entries, count, pages));
+}
+
+Result<Section> recv_section(Channel& ch) {
+    Section s{};
+    if (auto ok = recv_section_into(ch, s); !ok) return std::unexpected(ok.error());
     return s;
 }
 
@@ -120,6 +224,8 @@ std::vector<uint8_t> encode_header(const StreamHeader& h) {
         w.put(r.start.raw());
         w.put(r.size);
     }
+    w.put(static_cast<uint32_t>(h.cpuid.size()));
+    for (const auto& e : h.cpuid) w.put(e);
     return w.take();
 }
 
@@ -142,6 +248,10 @@ Result<StreamHeader> decode_header(std::span<const uint8_t> payload) {
         r.get(size);
         h.ram.push_back({Gpa(start), size});
     }
+    uint32_t ncpuid = 0;
+    if (!r.get(ncpuid) || ncpuid > 256) return fail(Domain::Migration, "stream: malformed header (CPUID)");
+    h.cpuid.resize(ncpuid);
+    for (auto& e : h.cpuid) r.get(e);
     if (!r.at_end()) return fail(Domain::Migration, "stream: malformed header");
     return h;
 }
@@ -173,40 +283,21 @@ Result<RamBatchStats> apply_ram_batch(const GuestMemory& mem, std::span<const ui
     if (count > kMaxBatchPages) return fail(Domain::Migration, fmt::format("RAM batch: {} pages (cap {})", count, kMaxBatchPages));
     uint64_t table_end = 4 + uint64_t{count} * 8;
     if (payload.size() < table_end) return fail(Domain::Migration, "RAM batch: truncated page table");
-
-    // Pass 1: validate everything before touching guest memory.
-    std::vector<std::pair<uint8_t*, uint64_t>> dst(count);  // host page, flags
-    uint64_t ndata = 0;
-    for (uint32_t i = 0; i < count; ++i) {
-        uint64_t e = 0;
-        std::memcpy(&e, payload.data() + 4 + i * 8, 8);
-        uint64_t flags = e & (kPageSize - 1), gpa = e & ~(kPageSize - 1);
-        if (flags != kPageFlagZero && flags != kPageFlagData)
-            return fail(Domain::Migration, fmt::format("RAM batch: page {:#x} has bad flags {:#x}", gpa, flags));
-        auto s = mem.slice(Gpa(gpa), kPageSize);
-        if (!s) return fail(Domain::Migration, "RAM batch: " + s.error().message());
-        dst[i] = {s->data(), flags};
-        if (flags == kPageFlagData) ++ndata;
-    }
-    if (payload.size() - table_end != ndata * kPageSize)
-        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", payload.size() - table_end, ndata));
-
-    // Pass 2: write.
-    RamBatchStats st;
+    uint64_t entries[kMaxBatchPages];
+    std::memcpy(entries, payload.data() + 4, count * 8);
+    // Validate everything before touching guest memory, then write.
+    uint8_t* pages[kMaxBatchPages];
+    auto ndata = validate_ram_table(mem, entries, count, pages);
+    if (!ndata) return std::unexpected(ndata.error());
+    if (payload.size() - table_end != uint64_t{*ndata} * kPageSize)
+        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", payload.size() - table_end, *ndata));
     const uint8_t* data = payload.data() + table_end;
-    static const uint8_t zero[kPageSize] = {};
-    for (const auto& [page, flags] : dst) {
-        if (flags == kPageFlagData) {
-            std::memcpy(page, data, kPageSize);
-            data += kPageSize;
-            ++st.data;
-        } else {
-            // Reading a never-touched page maps the shared zero page: cheap.
-            if (std::memcmp(page, zero, kPageSize) != 0) std::memset(page, 0, kPageSize);
-            ++st.zero;
-        }
+    for (uint32_t i = 0; i < count; ++i) {
+        if ((entries[i] & (kPageSize - 1)) != kPageFlagData) continue;
+        std::memcpy(pages[i], data, kPageSize);
+        data += kPageSize;
     }
-    return st;
+    return apply_zero_entries(entries, count, pages);
 }
 
 }  // namespace ferry

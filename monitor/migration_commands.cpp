@@ -97,7 +97,9 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
         !ok)
         return ok;
     if (auto ok = add({"migrate-set-parameters",
-                       {{"downtime-limit", ArgType::uinteger(), true}, {"max-bandwidth", ArgType::uinteger(), true}},
+                       {{"downtime-limit", ArgType::uinteger(), true},
+                        {"max-bandwidth", ArgType::uinteger(), true},
+                        {"x-max-rounds", ArgType::uinteger(), true}},
                        [c](const nlohmann::json& args, CallContext&) -> QmpResult {
                            MigrationParams p = c->params();
                            if (args.contains("downtime-limit")) {
@@ -107,6 +109,11 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                                p.downtime_limit_ms = v;
                            }
                            if (args.contains("max-bandwidth")) p.max_bandwidth = args.at("max-bandwidth").get<uint64_t>();
+                           if (args.contains("x-max-rounds")) {
+                               uint64_t v = args.at("x-max-rounds").get<uint64_t>();
+                               if (v < 1 || v > 1000) return qmp_error("Parameter 'x-max-rounds' expects an integer from 1 to 1000");
+                               p.max_rounds = static_cast<uint32_t>(v);
+                           }
                            c->set_params(p);
                            return nlohmann::json::object();
                        }});
@@ -115,7 +122,9 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
     if (auto ok = add({"query-migrate-parameters", {},
                        [c](const nlohmann::json&, CallContext&) -> QmpResult {
                            auto p = c->params();
-                           return nlohmann::json{{"downtime-limit", p.downtime_limit_ms}, {"max-bandwidth", p.max_bandwidth}};
+                           return nlohmann::json{{"downtime-limit", p.downtime_limit_ms},
+                                                 {"max-bandwidth", p.max_bandwidth},
+                                                 {"x-max-rounds", p.max_rounds}};
                        }});
         !ok)
         return ok;

@@ -5,7 +5,8 @@
 //   migrate-set-capabilities {"capabilities": [{"capability", "state"}]}
 //                                   events (MIGRATION events); postcopy-ram and
 //                                   postcopy-blocktime are refused until postcopy lands
-//   migrate-set-parameters {"downtime-limit": ms, "max-bandwidth": bytes/s}
+//   migrate-set-parameters {"downtime-limit": ms, "max-bandwidth": bytes/s,
+//                           "x-max-rounds": n (ferry's own: rounds before "not converging", default 30)}
 //   query-migrate-parameters, query-migrate-capabilities
 //   query-migrate                   {} before any migration; else status, total-time,
 //                                   setup-time, downtime, expected-downtime, ram{...},

@@ -5,9 +5,12 @@ namespace ferry {
 namespace {
 constexpr size_t kMaxXsave = 64 * 1024;
 constexpr uint32_t kMaxMsrs = 1024;
+constexpr uint32_t kMaxCpuidEntries = 256;
 }  // namespace
 
 void VcpuState::save(StateWriter& w) const {
+    w.put(static_cast<uint32_t>(cpuid.size()));
+    for (const auto& e : cpuid) w.put_struct(e);
     w.put_struct(regs);
     w.put_struct(sregs2);
     w.put_bytes(xsave);
@@ -22,7 +25,10 @@ void VcpuState::save(StateWriter& w) const {
 
 Result<VcpuState> VcpuState::load(StateReader& r) {
     VcpuState s;
-    uint32_t nmsrs = 0;
+    uint32_t ncpuid = 0, nmsrs = 0;
+    if (!r.get(ncpuid) || ncpuid > kMaxCpuidEntries) return fail(Domain::Migration, "vCPU state: bad CPUID count");
+    s.cpuid.resize(ncpuid);
+    for (auto& e : s.cpuid) r.get_struct(e);
     r.get_struct(s.regs);
     r.get_struct(s.sregs2);
     r.get_bytes(s.xsave, kMaxXsave);

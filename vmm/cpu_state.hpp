@@ -1,7 +1,7 @@
 // Saved state of the guest's CPUs and in-kernel chips, as plain data, and its
 // encoding. Captured while the vCPUs are paused; restored before they first run.
 //
-// VcpuState: REGS, SREGS2, XSAVE, XCRS, MSRS (every MSR KVM can save), LAPIC,
+// VcpuState: CPUID, REGS, SREGS2, XSAVE, XCRS, MSRS (every MSR KVM can save), LAPIC,
 // VCPU_EVENTS, MP_STATE, DEBUGREGS.   VmState: IRQCHIP (PIC master, PIC slave,
 // IOAPIC), PIT2, CLOCK (kvmclock, with the host's realtime when it was read).
 #pragma once
@@ -17,6 +17,7 @@
 namespace ferry {
 
 struct VcpuState {
+    std::vector<kvm_cpuid_entry2> cpuid;  // what the guest saw: it keeps seeing it
     kvm_regs regs{};
     kvm_sregs2 sregs2{};
     std::vector<uint8_t> xsave;

@@ -22,6 +22,9 @@ public:
     std::vector<kvm_cpuid_entry2>& entries() { return entries_; }
     const std::vector<kvm_cpuid_entry2>& entries() const { return entries_; }
     kvm_cpuid_entry2* find(uint32_t function, uint32_t index = 0);
+    const kvm_cpuid_entry2* find(uint32_t function, uint32_t index = 0) const {
+        return const_cast<CpuidTable*>(this)->find(function, index);
+    }
 
 private:
     std::vector<kvm_cpuid_entry2> entries_;

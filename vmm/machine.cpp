@@ -111,7 +111,12 @@ const char* run_state_name(RunState s) {
 Machine::Machine(const MachineConfig& cfg, KvmSystem kvm, Vm vm, GuestMemory mem, Fd event)
     : cfg_(cfg), kvm_(std::move(kvm)), vm_(std::move(vm)), mem_(std::move(mem)), shutdown_event_(std::move(event)) {}
 
-Machine::~Machine() { stop(); }
+Machine::~Machine() {
+    stop();
+    // Device threads may still hold a notification: stop them serving the queues before
+    // the members they report to (dirty log, RAM) go away.
+    for (auto& v : virtio_) v->device().reset();
+}
 
 Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     if (cfg.cpus == 0 || cfg.cpus > kMaxCpus) return fail(Domain::Config, fmt::format("--cpus must be 1..{}", kMaxCpus));
@@ -179,12 +184,58 @@ Result<void> Machine::setup_devices() {
     for (const auto& r : mem_.regions()) (r.start.raw() < kHighRamStart ? low_ram : high_ram) += r.size();
     rtc_ = std::make_shared<Rtc>(low_ram, high_ram, cfg_.cpus);
     if (auto ok = pio_.add(kRtcPort, 2, rtc_); !ok) return ok;
+    return setup_virtio();
+}
+
+// One virtio-mmio window per disk; interrupts are pulsed on the IOAPIC pin.
+Result<void> Machine::setup_virtio() {
+    for (const auto& r : mem_.regions()) dev_dirty_.emplace_back((r.size() / 4096 + 63) / 64, 0);
+    for (size_t i = 0; i < cfg_.disks.size(); ++i) {
+        auto blk = virtio::Blk::open(fmt::format("blk{}", i), cfg_.disks[i]);
+        if (!blk) return std::unexpected(blk.error());
+        const uint32_t irq = virtio::kFirstIrq + static_cast<uint32_t>(i);
+        auto log = logger(fmt::format("dev.blk{}", i));
+        auto t = std::make_shared<virtio::MmioTransport>(
+            *blk, mem_,
+            [this, irq, log] {
+                auto up = vm_.irq_line(irq, true);
+                auto down = vm_.irq_line(irq, false);
+                if (!up || !down) log->debug("irq {}: {}", irq, (!up ? up : down).error().message());
+            },
+            [this](Gpa gpa, uint64_t len) { mark_device_dirty(gpa, len); });
+        if (auto ok = mmio_.add(virtio::kMmioBase + i * virtio::kMmioStride, virtio::kMmioStride, t); !ok) return ok;
+        virtio_.push_back(std::move(t));
+    }
     return {};
+}
+
+void Machine::mark_device_dirty(Gpa gpa, uint64_t len) {
+    if (len == 0) return;
+    std::lock_guard lock(dev_dirty_mu_);
+    const auto& regions = mem_.regions();
+    for (size_t i = 0; i < regions.size() && i < dev_dirty_.size(); ++i) {
+        if (!regions[i].contains(gpa)) continue;
+        uint64_t first = (gpa.raw() - regions[i].start.raw()) / 4096;
+        uint64_t last = std::min(gpa.raw() - regions[i].start.raw() + len - 1, regions[i].size() - 1) / 4096;
+        for (uint64_t p = first; p <= last; ++p) dev_dirty_[i][p / 64] |= 1ull << (p % 64);
+        return;
+    }
+}
+
+void Machine::take_device_dirty(std::vector<std::vector<uint64_t>>& bitmaps) {
+    std::lock_guard lock(dev_dirty_mu_);
+    for (size_t i = 0; i < bitmaps.size() && i < dev_dirty_.size(); ++i) {
+        for (size_t w = 0; w < bitmaps[i].size() && w < dev_dirty_[i].size(); ++w) {
+            bitmaps[i][w] |= dev_dirty_[i][w];
+            dev_dirty_[i][w] = 0;
+        }
+    }
 }
 
 Result<void> Machine::setup_vcpus() {
     auto supported = kvm_.supported_cpuid();
     if (!supported) return std::unexpected(supported.error());
+    apply_cpu_model(*supported, cfg_.cpu_model);
     for (uint32_t i = 0; i < cfg_.cpus; ++i) {
         auto vcpu = vm_.create_vcpu(i);
         if (!vcpu) return std::unexpected(vcpu.error());
@@ -192,7 +243,8 @@ Result<void> Machine::setup_vcpus() {
             auto khz = (*vcpu)->get_tsc_khz();
             tsc_khz_ = khz ? *khz : 0;
         }
-        if (auto ok = (*vcpu)->set_cpuid(build_cpuid(*supported, i, cfg_.cpus, tsc_khz_)); !ok) return ok;
+        vcpu_cpuid_.push_back(build_cpuid(*supported, i, cfg_.cpus, tsc_khz_));
+        if (auto ok = (*vcpu)->set_cpuid(vcpu_cpuid_.back()); !ok) return ok;
         vcpus_.push_back(std::move(*vcpu));
     }
     auto log = logger("vmm");
@@ -211,6 +263,8 @@ Result<void> Machine::load_kernel() {
         initrd = std::move(*data);
     }
     std::optional<std::span<const uint8_t>> initrd_span;
+    const std::string cmdline = with_virtio_mmio_devices(cfg_.cmdline, cfg_.disks.size(), virtio::kMmioBase,
+                                                         virtio::kMmioStride, virtio::kFirstIrq);
     if (initrd) initrd_span = std::span<const uint8_t>(*initrd);
     // An ELF with a PVH note boots through PVH; a bzImage, or an ELF vmlinux without
     // the note, through the Linux 64-bit boot protocol (vmm/boot/linux.hpp).
@@ -219,12 +273,12 @@ Result<void> Machine::load_kernel() {
     if (format == KernelFormat::Unknown) return where(Error{Domain::Loader, 0, "not an ELF file or a bzImage"});
     if (auto ok = write_mptable(mem_, cfg_.cpus); !ok) return where(ok.error());
     if (format == KernelFormat::PvhElf) {
-        auto boot = load_pvh(mem_, *kernel, initrd_span, cfg_.cmdline);
+        auto boot = load_pvh(mem_, *kernel, initrd_span, cmdline);
         if (!boot) return where(boot.error());
         return setup_pvh_entry(*vcpus_[0], boot->entry, boot->start_info);
     }
-    auto boot = format == KernelFormat::BzImage ? load_bzimage(mem_, *kernel, initrd_span, cfg_.cmdline)
-                                                : load_vmlinux(mem_, *kernel, initrd_span, cfg_.cmdline);
+    auto boot = format == KernelFormat::BzImage ? load_bzimage(mem_, *kernel, initrd_span, cmdline)
+                                                : load_vmlinux(mem_, *kernel, initrd_span, cmdline);
     if (!boot) return where(boot.error());
     return setup_linux64_entry(*vcpus_[0], *boot);
 }
@@ -232,15 +286,28 @@ Result<void> Machine::load_kernel() {
 Result<void> Machine::start() {
     std::lock_guard lock(mu_);
     if (state_ != RunState::Prelaunch && state_ != RunState::InMigrate) return fail(Domain::Kvm, "machine already started");
-    for (auto& t : threads_) t->start(false);
+    for (auto& t : threads_) {
+        if (threads_parked_) t->resume();
+        else t->start(false);
+    }
     state_ = RunState::Running;
     return {};
+}
+
+void Machine::prepare_start() {
+    std::lock_guard lock(mu_);
+    if (threads_parked_ || (state_ != RunState::Prelaunch && state_ != RunState::InMigrate)) return;
+    for (auto& t : threads_) t->start(true);
+    threads_parked_ = true;
 }
 
 void Machine::pause() {
     std::lock_guard lock(mu_);
     if (state_ != RunState::Running) return;
     for (auto& t : threads_) t->pause();
+    // No vCPU can notify now: complete every request, so RAM holds its results
+    // before migration's last round and nothing is in flight when state is saved.
+    for (auto& v : virtio_) v->drain();
     state_ = RunState::Paused;
 }
 

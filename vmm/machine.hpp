@@ -19,8 +19,11 @@
 #include "devices/rtc.hpp"
 #include "devices/serial.hpp"
 #include "devices/shutdown.hpp"
+#include "devices/virtio/blk.hpp"
+#include "devices/virtio/mmio.hpp"
 #include "memory/guest_memory.hpp"
 #include "memory/prealloc.hpp"
+#include "vmm/cpu_model.hpp"
 #include "vmm/cpu_state.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/vcpu_thread.hpp"
@@ -43,6 +46,7 @@ struct MachineConfig {
     std::string cmdline;
     int serial_fd = 1;  // not owned; -1 discards console output
     bool load_kernel = true;  // false for an incoming migration: RAM and CPUs come from the stream
+    CpuModel cpu_model;       // which CPUID features the guest sees (vmm/cpu_model.hpp)
 
     // Guest RAM policy (memory/policy.hpp), applied per region before KVM sees it.
     bool ksm = false;
@@ -58,6 +62,8 @@ struct MachineConfig {
     // When >= 0 (not owned), the memory report (memory/report.hpp) is written here,
     // one line per region, when the machine stops (once).
     int memory_report_fd = -1;
+    // virtio-blk disks (--disk), virtio-mmio device n at 0xd0000000 + n * 0x1000, IRQ 5 + n.
+    std::vector<virtio::DiskSpec> disks;
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
@@ -74,6 +80,9 @@ public:
 
     // Starts the vCPU threads (running).
     Result<void> start();
+    // Creates the vCPU threads parked, so that a later start() only wakes them (an
+    // incoming migration does this before the downtime begins).
+    void prepare_start();
     void pause();
     // Resumes a machine paused by pause() (not one in postmigrate).
     void resume();
@@ -100,8 +109,13 @@ public:
     // initially all set), for migration.
     Result<void> set_dirty_logging(bool on);
     Vm& vm() { return vm_; }
+    // ORs into `bitmaps` (one per RAM region, a bit per page) the pages devices wrote
+    // since the last call, and forgets them (KVM's dirty log sees only vCPU writes).
+    void take_device_dirty(std::vector<std::vector<uint64_t>>& bitmaps);
 
     const GuestMemory& memory() const { return mem_; }
+    // vCPU 0's CPUID: the CPU the guest sees (its model applied).
+    const CpuidTable& guest_cpuid() const { return vcpu_cpuid_.front(); }
     const MachineConfig& config() const { return cfg_; }
     uint32_t tsc_khz() const { return tsc_khz_; }
     size_t vcpu_count() const { return vcpus_.size(); }
@@ -113,6 +127,7 @@ private:
     static Result<GuestMemory> create_guest_memory(const MachineConfig& cfg);
     void write_memory_report();  // once, to cfg_.memory_report_fd
     Result<void> setup_devices();
+    Result<void> setup_virtio();
     Result<void> setup_vcpus();
     Result<void> load_kernel();
     Result<void> probe_saveable_msrs();
@@ -126,17 +141,23 @@ private:
     Bus mmio_{"mmio"};
     std::shared_ptr<Serial> serial_;
     std::shared_ptr<Rtc> rtc_;
+    std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+    void mark_device_dirty(Gpa gpa, uint64_t len);
+    std::mutex dev_dirty_mu_;
+    std::vector<std::vector<uint64_t>> dev_dirty_;  // per region, a bit per page; guarded by dev_dirty_mu_
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     std::vector<std::unique_ptr<VcpuThread>> threads_;
     uint32_t tsc_khz_ = 0;
     bool memory_reported_ = false;  // guarded by mu_ (stop())
     size_t xsave_size_ = 4096;
     std::vector<uint32_t> saveable_msrs_;
+    std::vector<CpuidTable> vcpu_cpuid_;  // what each vCPU was given (KVM_SET_CPUID2)
     bool manual_dirty_log_ = false;
 
     Fd shutdown_event_;
     mutable std::mutex mu_;
     RunState state_ = RunState::Prelaunch;
+    bool threads_parked_ = false;  // prepare_start() ran
     mutable std::mutex shutdown_mu_;  // separate: vCPU threads take it while mu_ waits on them
     std::optional<ShutdownRequest> shutdown_;
 };

@@ -25,6 +25,7 @@ Result<VcpuState> Machine::save_vcpu(size_t index) const {
     if (index >= vcpus_.size()) return fail(Domain::Kvm, fmt::format("no vCPU {}", index));
     const Vcpu& v = *vcpus_[index];
     VcpuState s;
+    s.cpuid = vcpu_cpuid_[index].entries();
     auto fill = [](auto& dst, auto got) -> Result<void> {
         if (!got) return std::unexpected(got.error());
         dst = *got;
@@ -50,6 +51,12 @@ Result<VcpuState> Machine::save_vcpu(size_t index) const {
 Result<void> Machine::restore_vcpu(size_t index, const VcpuState& s) {
     if (index >= vcpus_.size()) return fail(Domain::Kvm, fmt::format("no vCPU {}", index));
     Vcpu& v = *vcpus_[index];
+    // The CPU the guest saw at the source (the destination checked it can offer it).
+    if (!s.cpuid.empty()) {
+        CpuidTable t(s.cpuid);
+        if (auto ok = v.set_cpuid(t); !ok) return ok;
+        vcpu_cpuid_[index] = std::move(t);
+    }
     if (auto ok = v.set_mp_state(s.mp_state); !ok) return ok;
     if (auto ok = v.set_regs(s.regs); !ok) return ok;
     if (auto ok = v.set_sregs2(s.sregs2); !ok) return ok;
@@ -108,6 +115,12 @@ Result<void> Machine::restore_vm(const VmState& s) {
 void Machine::save_devices(StateWriter& w) const {
     w.put_struct(serial_->state());
     w.put_struct(rtc_->state());
+    // virtio: count, then per device the blk state and the transport + queue state.
+    w.put(static_cast<uint32_t>(virtio_.size()));
+    for (const auto& v : virtio_) {
+        w.put_struct(static_cast<virtio::Blk&>(v->device()).state());
+        v->save(w);  // drains first
+    }
 }
 
 Result<void> Machine::restore_devices(StateReader& r) {
@@ -115,6 +128,17 @@ Result<void> Machine::restore_devices(StateReader& r) {
     if (!r.get_struct(st) || st.thre_pending > 1) return fail(Domain::Migration, "serial device state is malformed");
     Rtc::State rtc;
     if (!r.get_struct(rtc) || rtc.index >= sizeof(rtc.cmos)) return fail(Domain::Migration, "RTC device state is malformed");
+    uint32_t n = 0;
+    if (!r.at_end() && !r.get(n)) return fail(Domain::Migration, "virtio device count is malformed");
+    if (n != virtio_.size())
+        return fail(Domain::Migration, fmt::format("the source has {} virtio disk(s), this machine {} (give the same --disk options)",
+                                                   n, virtio_.size()));
+    for (auto& v : virtio_) {
+        virtio::Blk::State bs;
+        if (!r.get_struct(bs)) return fail(Domain::Migration, "virtio-blk state is malformed");
+        if (auto ok = static_cast<virtio::Blk&>(v->device()).check_state(bs); !ok) return ok;
+        if (auto ok = v->restore(r); !ok) return ok;
+    }
     serial_->set_state(st);
     rtc_->set_state(rtc);
     return {};

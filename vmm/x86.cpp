@@ -52,9 +52,7 @@ CpuidTable build_cpuid(const CpuidTable& supported, uint32_t id, uint32_t count,
     return t;
 }
 
-Result<void> setup_pvh_entry(Vcpu& vcpu, uint32_t entry, uint32_t start_info) {
-    auto sregs = vcpu.get_sregs();
-    if (!sregs) return std::unexpected(sregs.error());
+kvm_segment flat_code_segment(bool long_mode) {
     kvm_segment code{};
     code.base = 0;
     code.limit = 0xffffffff;
@@ -62,12 +60,25 @@ Result<void> setup_pvh_entry(Vcpu& vcpu, uint32_t entry, uint32_t start_info) {
     code.type = 0xb;  // execute/read, accessed
     code.present = 1;
     code.dpl = 0;
-    code.db = 1;
     code.s = 1;
     code.g = 1;
-    kvm_segment data = code;
+    code.l = long_mode ? 1 : 0;
+    code.db = long_mode ? 0 : 1;  // a 64-bit code segment must have D = 0
+    return code;
+}
+
+kvm_segment flat_data_segment() {
+    kvm_segment data = flat_code_segment(false);
     data.selector = 0x18;
     data.type = 0x3;  // read/write, accessed
+    return data;
+}
+
+Result<void> setup_pvh_entry(Vcpu& vcpu, uint32_t entry, uint32_t start_info) {
+    auto sregs = vcpu.get_sregs();
+    if (!sregs) return std::unexpected(sregs.error());
+    kvm_segment code = flat_code_segment(false);
+    kvm_segment data = flat_data_segment();
     sregs->cs = code;
     sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = data;
     kvm_segment tr{};

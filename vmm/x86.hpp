@@ -13,6 +13,11 @@ namespace ferry {
 // signature leaf, and leaf 0x40000010 = {TSC kHz, APIC bus kHz} when tsc_khz != 0.
 CpuidTable build_cpuid(const CpuidTable& supported, uint32_t id, uint32_t count, uint32_t tsc_khz);
 
+// A flat ring-0 code segment (selector 0x10, base 0, 4 GiB): 32-bit, or 64-bit when
+// `long_mode` (L=1, D=0). The data segment to go with it is flat_data_segment().
+kvm_segment flat_code_segment(bool long_mode);
+kvm_segment flat_data_segment();  // selector 0x18, read/write
+
 // 32-bit protected mode, paging off, flat segments, %ebx = start_info, as the PVH
 // boot ABI says.
 Result<void> setup_pvh_entry(Vcpu& vcpu, uint32_t entry, uint32_t start_info);

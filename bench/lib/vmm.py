@@ -87,3 +87,102 @@ class Guest:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+def free_tcp_port():
+    """A loopback TCP port that was free a moment ago (for QEMU's -incoming)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class QmpClosed(Exception):
+    """The QMP server closed the connection (a ferry migration source exits once done)."""
+
+
+class Qmp:
+    """A minimal QMP client (stdlib only) for ferry's and QEMU's monitors on a UNIX socket.
+    Events that arrive while waiting for a reply are kept, in order, in self.events, each
+    with the host monotonic time it was read at under the key "_read_at"."""
+
+    def __init__(self, path, timeout=30.0, negotiate=True):
+        import socket
+        deadline = time.monotonic() + timeout
+        while True:  # the VMM creates the socket shortly after it starts
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.events = []
+        self.greeting = self._recv()
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    def _recv(self):
+        import json
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as e:
+                raise QmpClosed(str(e)) from e
+            if not chunk:
+                raise QmpClosed("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, name, arguments=None):
+        """The whole reply ({"return": ...} or {"error": ...})."""
+        import json
+        req = {"execute": name}
+        if arguments is not None:
+            req["arguments"] = arguments
+        try:
+            self.sock.sendall(json.dumps(req).encode() + b"\n")
+        except OSError as e:
+            raise QmpClosed(str(e)) from e
+        while True:
+            msg = self._recv()
+            if "event" in msg:
+                msg["_read_at"] = time.monotonic()
+                self.events.append(msg)
+                continue
+            return msg
+
+    def cmd(self, name, arguments=None):
+        """The reply's return value; an error reply raises RuntimeError."""
+        reply = self.execute(name, arguments)
+        if "error" in reply:
+            raise RuntimeError(f"QMP {name}: {reply['error']}")
+        return reply.get("return")
+
+    def drain(self):
+        """Read what is left until the server closes the connection (keeps the events)."""
+        try:
+            while True:
+                msg = self._recv()
+                if "event" in msg:
+                    msg["_read_at"] = time.monotonic()
+                    self.events.append(msg)
+        except (QmpClosed, OSError, ValueError):
+            pass
+
+    def event(self, name):
+        for e in self.events:
+            if e.get("event") == name:
+                return e
+        return None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

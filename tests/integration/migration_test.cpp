@@ -227,3 +227,86 @@ TEST_CASE("a destination refuses a stream that is not ferry's", "[kvm][migration
     CHECK(dst->err().find("incoming migration failed") != std::string::npos);
     CHECK(dst->out_text().empty());  // the guest never ran
 }
+
+TEST_CASE("a destination whose source dies mid-way exits and never runs the guest", "[kvm][migration][errors]") {
+    auto q = sock("srcdies");
+    auto src = source(q, "256M", 1, "mode=verify wss=128M rate=4M");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+    int port = 0;
+    auto dst = destination("256M", 1, port);
+    auto mig = migrate(q, port, {"--max-bandwidth", "8M"});
+    std::this_thread::sleep_for(3s);
+    src->signal(SIGKILL);
+    auto rc = dst->wait_exit(60s);
+    INFO(dst->err());
+    REQUIRE(rc);
+    CHECK(*rc == 1);
+    CHECK(dst->err().find("incoming migration failed") != std::string::npos);
+    CHECK(dst->out_text().empty());
+    auto mrc = mig->wait_exit(60s);
+    REQUIRE(mrc);
+    CHECK(*mrc != 0);
+}
+
+TEST_CASE("a migration that cannot converge fails and the source runs on", "[kvm][migration][errors]") {
+    auto q = sock("noconv");
+    auto src = source(q, "128M", 1, "mode=verify wss=32M rate=max");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+    int port = 0;
+    auto dst = destination("128M", 1, port);
+    // downtime-limit 0: only a round with no dirty page at all may stop the guest,
+    // which a guest rewriting its pages as fast as it can never gives while each
+    // round, at 16 MiB/s, lasts seconds.
+    qmp_cmd(q, "migrate-set-parameters", R"({"downtime-limit": 0, "x-max-rounds": 3})");
+    auto mig = migrate(q, port, {"--max-bandwidth", "16M"});
+    auto rc = mig->wait_exit(kLong);
+    INFO(mig->err());
+    REQUIRE(rc);
+    CHECK(*rc == 1);
+    CHECK(mig->err().find("not converging") != std::string::npos);
+    auto status = qmp_cmd(q, "query-migrate");
+    CHECK(status.find("\"failed\"") != std::string::npos);
+    int t = last_tick(*src);
+    REQUIRE(src->wait_line(std::regex("^guest: tick=" + std::to_string(t + 1) + " .*corrupt=0"), 30s));
+    CHECK(src->out_text().find("CORRUPT") == std::string::npos);
+    // The destination gave up too and never ran the guest.
+    auto drc = dst->wait_exit(30s);
+    REQUIRE(drc);
+    CHECK(*drc == 1);
+    CHECK(dst->out_text().empty());
+}
+
+TEST_CASE("CPU models: a destination refuses features it does not offer, keeps the source's CPU otherwise", "[kvm][migration][cpu]") {
+    SECTION("host -> baseline is refused, naming the features") {
+        auto q = sock("cpu-host");
+        auto src = source(q, "64M", 1, "mode=verify wss=8M rate=1M");
+        REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+        Process dst({ferry_bin(), "run", "--mem", "64M", "--cpu", "baseline", "--incoming", "tcp:127.0.0.1:0"});
+        auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+        REQUIRE(port);
+        auto mig = migrate(q, std::stoi(*port));
+        auto rc = mig->wait_exit(kLong);
+        REQUIRE(rc);
+        auto drc = dst.wait_exit(30s);
+        REQUIRE(drc);
+        if (*rc == 0) {
+            WARN("this host's CPU offers nothing beyond the baseline model: nothing to refuse");
+        } else {
+            CHECK(*drc == 1);
+            CHECK(dst.err().find("CPU features") != std::string::npos);
+            CHECK(dst.out_text().empty());
+            int t = last_tick(*src);
+            REQUIRE(src->wait_line(std::regex("^guest: tick=" + std::to_string(t + 1) + " .*corrupt=0"), 30s));
+        }
+    }
+    SECTION("baseline -> host is accepted") {
+        auto q = sock("cpu-base");
+        auto src = source(q, "64M", 1, "mode=verify wss=8M rate=1M", {"--cpu", "baseline,-aes"});
+        REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+        Process* dst = nullptr;
+        std::unique_ptr<Process> holder;
+        migrate_and_check(*src, q, "64M", 1, dst, holder);
+        dst->signal(SIGTERM);
+        CHECK(dst->wait_exit(30s) == 0);
+    }
+}

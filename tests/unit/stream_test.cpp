@@ -53,11 +53,10 @@ TEST_CASE("sections round-trip with their checksum", "[stream]") {
 
 TEST_CASE("a corrupted, oversized or unknown section is refused", "[stream]") {
     auto raw = [](SectionFrame f, std::vector<uint8_t> payload, uint64_t sum) {
-        std::vector<uint8_t> out(sizeof(f));
+        std::vector<uint8_t> out(sizeof(f) + payload.size() + 8);
         std::memcpy(out.data(), &f, sizeof(f));
-        out.insert(out.end(), payload.begin(), payload.end());
-        out.resize(out.size() + 8);
-        std::memcpy(out.data() + out.size() - 8, &sum, 8);
+        if (!payload.empty()) std::memcpy(out.data() + sizeof(f), payload.data(), payload.size());
+        std::memcpy(out.data() + sizeof(f) + payload.size(), &sum, 8);
         return out;
     };
     SECTION("bad checksum") {
@@ -183,4 +182,45 @@ TEST_CASE("state readers refuse truncated input", "[stream]") {
     StateReader small(bytes);
     small.get(v);
     CHECK_FALSE(small.get_string(s, 3));  // longer than allowed
+}
+
+TEST_CASE("RAM batches received straight into guest memory are checked the same way", "[stream]") {
+    Ram ram;
+    const uint64_t base = 0x100000;
+    Section other;
+    SECTION("a good batch lands; other sections come back as they are") {
+        Pair p;
+        auto payload = batch({(base + 4096) | kPageFlagData, base | kPageFlagZero}, 1, 0x33);
+        REQUIRE(send_section(*p.a, SectionKind::RamBatch, 0, payload));
+        REQUIRE(send_section(*p.a, SectionKind::VmState, 0, std::vector<uint8_t>{1, 2, 3}));
+        auto st = recv_section_or_ram(*p.b, ram.mem, other);
+        REQUIRE(st);
+        REQUIRE(st->has_value());
+        CHECK((*st)->data == 1);
+        CHECK((*st)->zero == 1);
+        CHECK(ram.buf[4096] == 0x33);
+        auto next = recv_section_or_ram(*p.b, ram.mem, other);
+        REQUIRE(next);
+        CHECK_FALSE(next->has_value());
+        CHECK(other.kind == SectionKind::VmState);
+        CHECK(other.payload.size() == 3);
+    }
+    SECTION("a page outside RAM is refused before any data is read") {
+        Pair p;
+        REQUIRE(send_section(*p.a, SectionKind::RamBatch, 0, batch({(base + 64 * 4096) | kPageFlagData}, 1)));
+        CHECK_FALSE(recv_section_or_ram(*p.b, ram.mem, other));
+        for (uint8_t b : ram.buf) REQUIRE(b == 0);
+    }
+    SECTION("a bad checksum fails the batch") {
+        Pair p;
+        auto payload = batch({base | kPageFlagData}, 1);
+        SectionFrame f{static_cast<uint16_t>(SectionKind::RamBatch), 1, 0, payload.size()};
+        std::vector<uint8_t> raw(sizeof(f) + payload.size() + 8, 0);
+        std::memcpy(raw.data(), &f, sizeof(f));
+        std::memcpy(raw.data() + sizeof(f), payload.data(), payload.size());
+        REQUIRE(p.a->send_all(raw));
+        auto st = recv_section_or_ram(*p.b, ram.mem, other);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message().find("checksum") != std::string::npos);
+    }
 }

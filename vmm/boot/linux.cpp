@@ -9,6 +9,7 @@
 
 #include "vmm/boot/elf.hpp"
 #include "vmm/boot/pvh.hpp"
+#include "vmm/x86.hpp"
 
 namespace ferry {
 
@@ -341,22 +342,8 @@ Result<LinuxBoot> load_vmlinux(const GuestMemory& mem, std::span<const uint8_t> 
 Result<void> setup_linux64_entry(Vcpu& vcpu, const LinuxBoot& boot) {
     auto sregs = vcpu.get_sregs();
     if (!sregs) return std::unexpected(sregs.error());
-    kvm_segment code{};
-    code.base = 0;
-    code.limit = 0xffffffff;
-    code.selector = 0x10;
-    code.type = 0xb;  // execute/read, accessed
-    code.present = 1;
-    code.dpl = 0;
-    code.s = 1;
-    code.l = 1;  // 64-bit code segment (D must be 0)
-    code.db = 0;
-    code.g = 1;
-    kvm_segment data = code;
-    data.selector = 0x18;
-    data.type = 0x3;  // read/write, accessed
-    data.l = 0;
-    data.db = 1;
+    kvm_segment code = flat_code_segment(true);
+    kvm_segment data = flat_data_segment();
     sregs->cs = code;
     sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = data;
     kvm_segment tr{};
@@ -381,6 +368,15 @@ Result<void> setup_linux64_entry(Vcpu& vcpu, const LinuxBoot& boot) {
     regs.rsp = regs.rbp = kLinuxStackTop;
     regs.rflags = 0x2;  // interrupts off
     return vcpu.set_regs(regs);
+}
+
+std::string with_virtio_mmio_devices(const std::string& cmdline, size_t count, uint64_t base, uint64_t stride, uint32_t irq) {
+    std::string out = cmdline;
+    for (size_t i = 0; i < count; ++i) {
+        if (!out.empty()) out += ' ';
+        out += fmt::format("virtio_mmio.device=4K@{:#x}:{}", base + i * stride, irq + i);
+    }
+    return out;
 }
 
 }  // namespace ferry

@@ -96,4 +96,8 @@ Result<LinuxBoot> load_vmlinux(const GuestMemory& mem, std::span<const uint8_t> 
 // %rsi = boot_params.
 Result<void> setup_linux64_entry(Vcpu& vcpu, const LinuxBoot& boot);
 
+// `cmdline` with " virtio_mmio.device=4K@0x<base + i*stride>:<irq + i>" appended for
+// each of `count` virtio-mmio devices (how Linux learns of them without ACPI/DT).
+std::string with_virtio_mmio_devices(const std::string& cmdline, size_t count, uint64_t base, uint64_t stride, uint32_t irq);
+
 }  // namespace ferry

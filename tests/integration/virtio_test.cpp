@@ -1,0 +1,184 @@
+// virtio-blk end to end: the test guest's ring-3 virtio-mmio driver (mode=blk) writes a
+// pattern over the disk, reads it back and verifies it; the image holds the pattern
+// afterwards; a read-only disk gives the guest I/O errors on writes; a bad --disk is
+// one clear line; a guest with a disk migrates (same image path on both ends, like
+// shared storage) and keeps verifying on the destination.
+#include <signal.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <memory>
+#include <regex>
+
+#include "process.hpp"
+
+using namespace ferry::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kLong = 120s;
+
+struct Image {
+    std::string path;
+    explicit Image(const std::string& name, size_t bytes) {
+        path = "/tmp/ferry-virtio-" + std::to_string(::getpid()) + "-" + name + ".img";
+        std::ofstream f(path, std::ios::binary | std::ios::trunc);
+        f.seekp(static_cast<std::streamoff>(bytes) - 1);
+        f.put('\0');
+    }
+    ~Image() { ::unlink(path.c_str()); }
+};
+
+uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+// Sectors [0, n) of the image hold the guest's pattern for `seed` (guest/blk.c).
+bool image_has_pattern(const std::string& path, uint64_t seed, uint64_t n) {
+    std::ifstream f(path, std::ios::binary);
+    const uint64_t sm = mix64(seed ^ 0x626c6b);
+    for (uint64_t s = 0; s < n; ++s) {
+        uint64_t words[64];
+        if (!f.read(reinterpret_cast<char*>(words), sizeof(words))) return false;
+        for (uint64_t w = 0; w < 64; ++w)
+            if (words[w] != mix64(sm ^ (s << 6 | w))) return false;
+    }
+    return true;
+}
+
+struct BlkLine {
+    uint64_t ok = 0, bad = 0, ioerr = 0;
+};
+std::optional<BlkLine> parse_blk(const std::optional<std::string>& line) {
+    std::smatch m;
+    static const std::regex re("^guest: blk ok=(\\d+) bad=(\\d+) ioerr=(\\d+)");
+    if (!line || !std::regex_search(*line, m, re)) return std::nullopt;
+    return BlkLine{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3])};
+}
+
+std::string sock(const std::string& name) { return "/tmp/ferry-virtio-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
+
+}  // namespace
+
+TEST_CASE("virtio-blk: the guest writes, reads back and verifies its disk", "[kvm][virtio]") {
+    Image img("rw", 1 << 20);
+    Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--disk", img.path, "--cmdline",
+               "mode=blk wss=256K seed=7 ticks=3"});
+    auto rc = p.wait_exit(kLong);
+    INFO(p.out_text() << p.err());
+    REQUIRE(rc == 0);
+    CHECK(p.out_text().find("guest: ready") != std::string::npos);
+    CHECK(p.out_text().find("guest: blk sectors=512 capacity=2048") != std::string::npos);
+    std::optional<BlkLine> last;
+    for (const auto& l : p.out_lines())
+        if (auto b = parse_blk(l)) last = b;
+    REQUIRE(last);
+    CHECK(last->ok > 0);
+    CHECK(last->bad == 0);
+    CHECK(last->ioerr == 0);
+    // A full pass went over the 512 sectors (64 chunks) only if ok >= 64; check what was written.
+    if (last->ok >= 64) CHECK(image_has_pattern(img.path, 7, 512));
+    else CHECK(image_has_pattern(img.path, 7, 8));
+}
+
+TEST_CASE("virtio-blk: a read-only disk gives the guest I/O errors on writes", "[kvm][virtio]") {
+    Image img("ro", 1 << 20);
+    Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--disk", img.path + ",readonly", "--cmdline",
+               "mode=blk wss=64K ticks=2"});
+    auto rc = p.wait_exit(kLong);
+    INFO(p.out_text() << p.err());
+    REQUIRE(rc == 0);
+    std::optional<BlkLine> last;
+    for (const auto& l : p.out_lines())
+        if (auto b = parse_blk(l)) last = b;
+    REQUIRE(last);
+    CHECK(last->ioerr > 0);
+    CHECK(last->ok == 0);
+    CHECK(last->bad == 0);
+    CHECK(image_has_pattern(img.path, 1, 1) == false);  // nothing was written
+}
+
+TEST_CASE("virtio-blk: a bad --disk is one clear error line", "[kvm][virtio]") {
+    for (std::string disk : {"/nonexistent/ferry.img", "/tmp,readonly", "/tmp/x.img,bogus"}) {
+        DYNAMIC_SECTION(disk) {
+            Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--disk", disk});
+            auto rc = p.wait_exit(30s);
+            INFO(p.err());
+            REQUIRE(rc);
+            CHECK(*rc != 0);
+            CHECK(*rc < 128);  // no signal, no core
+            std::string err = p.err();
+            CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+            CHECK(err.find("--disk") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm][virtio][migration]") {
+    Image img("mig", 1 << 20);
+    auto q = sock("src");
+    auto src = std::make_unique<Process>(std::vector<std::string>{
+        ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--qmp", q, "--disk", img.path, "--cmdline",
+        "mode=blk wss=512K seed=3"});
+    REQUIRE(src->wait_line(std::regex("^guest: blk ok=[1-9]"), kLong));
+    Process dst({ferry_bin(), "run", "--mem", "64M", "--disk", img.path, "--incoming", "tcp:127.0.0.1:0"});
+    auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    INFO(dst.err());
+    REQUIRE(port);
+    Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
+    auto mig_rc = mig.wait_exit(kLong);
+    INFO("migrate: " << mig.out_text() << mig.err() << "\nsource: " << src->err() << "\ndest: " << dst.err());
+    REQUIRE(mig_rc == 0);
+    REQUIRE(src->wait_exit(30s) == 0);
+    std::optional<BlkLine> before;
+    for (const auto& l : src->out_lines())
+        if (auto b = parse_blk(l)) before = b;
+    REQUIRE(before);
+    CHECK(before->bad == 0);
+    // Two more reports on the destination: still counting, nothing bad.
+    auto first = parse_blk(dst.wait_line(std::regex("^guest: blk ok="), 30s));
+    REQUIRE(first);
+    auto second = parse_blk(dst.wait_line(std::regex("^guest: blk ok=" + std::string("(?!") + std::to_string(first->ok) + " )"), 30s));
+    INFO(dst.out_text());
+    REQUIRE(second);
+    CHECK(second->ok > before->ok);
+    CHECK(second->bad == 0);
+    CHECK(second->ioerr == 0);
+    dst.signal(SIGTERM);
+    CHECK(dst.wait_exit(30s) == 0);
+}
+
+TEST_CASE("virtio-blk: a destination without the disk refuses the guest; the source goes on", "[kvm][virtio][migration]") {
+    Image img("mig-nodisk", 1 << 20);
+    auto q = sock("src-nodisk");
+    Process src({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--qmp", q, "--disk", img.path, "--cmdline",
+                 "mode=blk wss=256K seed=5"});
+    REQUIRE(src.wait_line(std::regex("^guest: blk ok=[1-9]"), kLong));
+    Process dst({ferry_bin(), "run", "--mem", "64M", "--incoming", "tcp:127.0.0.1:0"});
+    auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    REQUIRE(port);
+    Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
+    auto mig_rc = mig.wait_exit(kLong);
+    INFO("migrate: " << mig.out_text() << mig.err() << "\nsource: " << src.err() << "\ndest: " << dst.err());
+    REQUIRE(mig_rc);
+    CHECK(*mig_rc != 0);
+    dst.wait_exit(30s);
+    CHECK(dst.err().find("virtio disk") != std::string::npos);
+    // The source resumed: its guest keeps verifying.
+    size_t seen = src.out_lines().size();
+    auto next = src.wait_line(std::regex("^guest: blk ok="), 30s);
+    REQUIRE(next);
+    auto again = parse_blk(src.wait_line(std::regex("^guest: blk ok="), 30s));
+    REQUIRE(again);
+    CHECK(again->bad == 0);
+    CHECK(src.out_lines().size() > seen);
+    src.signal(SIGTERM);
+    CHECK(src.wait_exit(30s) == 0);
+}
