@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+
+#include <future>
 #include <set>
 
 #include "base/file.hpp"
@@ -151,10 +153,6 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     }
     auto mem = create_guest_memory(cfg);
     if (!mem) return std::unexpected(mem.error());
-    for (const auto& r : mem->regions()) {
-        if (auto ok = vm->set_user_memory_region(r.slot, r.start.raw(), r.size(), r.map.addr()); !ok)
-            return fail(Domain::Memory, "KVM refused " + format_size(r.size()) + " of guest RAM: " + ok.error().message());
-    }
     Fd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!event.valid()) return fail_errno(Domain::Kvm, "eventfd");
 
@@ -162,12 +160,24 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     m->manual_dirty_log_ = manual_dirty;
     if (!cfg.load_kernel) m->state_ = RunState::InMigrate;
     if (int xs = m->vm_.check_extension(KVM_CAP_XSAVE2); xs > 4096) m->xsave_size_ = static_cast<size_t>(xs);
+    // KVM builds a memory slot's metadata in time proportional to its size (~4 ms for
+    // 256 MiB here): give KVM the RAM on a helper thread while devices, vCPUs and the
+    // kernel image are set up (the image is copied into host memory, no KVM needed).
+    // The future joins in its destructor on every return path.
+    auto slots = std::async(std::launch::async, [&m]() -> Result<void> {
+        for (const auto& r : m->mem_.regions()) {
+            if (auto ok = m->vm_.set_user_memory_region(r.slot, r.start.raw(), r.size(), r.map.addr()); !ok)
+                return fail(Domain::Memory, "KVM refused " + format_size(r.size()) + " of guest RAM: " + ok.error().message());
+        }
+        return {};
+    });
     if (auto ok = m->setup_devices(); !ok) return std::unexpected(ok.error());
     if (auto ok = m->setup_vcpus(); !ok) return std::unexpected(ok.error());
     if (auto ok = m->probe_saveable_msrs(); !ok) return std::unexpected(ok.error());
     if (cfg.load_kernel) {
         if (auto ok = m->load_kernel(); !ok) return std::unexpected(ok.error());
     }
+    if (auto ok = slots.get(); !ok) return std::unexpected(ok.error());
     return m;
 }
 
