@@ -74,15 +74,6 @@ static u16 last_used;
 static inline u32 rd(u32 off) { return *(volatile u32 *)(VMMIO + off); }
 static inline void wr(u32 off, u32 v) { *(volatile u32 *)(VMMIO + off) = v; }
 
-static inline u64 mix64(u64 x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 static __attribute__((noreturn)) void blk_fail(const char *what) {
     struct line l;
     line_init(&l);

@@ -28,6 +28,16 @@ static inline u64 rdtsc(void) {
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 
+/* splitmix64's finaliser: page contents and patterns derive from it. */
+static inline u64 mix64(u64 x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
 void *memcpy(void *dst, const void *src, usize n);
 void *memset(void *dst, int c, usize n);
 

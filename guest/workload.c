@@ -29,15 +29,6 @@ static u64 snap_dirtied[MAX_CPUS], snap_stalls[MAX_CPUS][NBUCKETS], snap_acc[MAX
 static u64 next_tick;
 static volatile u64 sink;
 
-static inline u64 mix64(u64 x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 static inline u64 page_base(u64 page, u32 gen, u64 sm) { return mix64(mix64(page ^ sm) + gen); }
 
 static inline void write_chunk(u64 *p, u64 base, u64 w0) {

@@ -57,6 +57,19 @@ Result<void> resolve(const TcpAddress& addr, bool passive, AddrInfo& out) {
     return {};
 }
 
+// Drops the first n bytes from an iovec array (after a partial readv/writev).
+void advance_iov(iovec*& iov, int& count, size_t n) {
+    while (count > 0 && n >= iov->iov_len) {
+        n -= iov->iov_len;
+        ++iov;
+        --count;
+    }
+    if (count > 0) {
+        iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + n;
+        iov->iov_len -= n;
+    }
+}
+
 void tune(int fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -117,16 +130,7 @@ Result<void> Channel::send_iov(iovec* iov, int count) {
             return fail_errno(Domain::Migration, "sending the migration stream");
         }
         sent_ += static_cast<uint64_t>(n);
-        auto left = static_cast<size_t>(n);
-        while (count > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            ++iov;
-            --count;
-        }
-        if (count > 0) {
-            iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
-            iov->iov_len -= left;
-        }
+        advance_iov(iov, count, static_cast<size_t>(n));
     }
     return {};
 }
@@ -149,16 +153,7 @@ Result<void> Channel::recv_iov(iovec* iov, int count) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return fail_errno(Domain::Migration, "receiving the migration stream");
         if (n == 0) return fail(Domain::Migration, "the migration peer closed the connection");
-        auto left = static_cast<size_t>(n);
-        while (count > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            ++iov;
-            --count;
-        }
-        if (count > 0) {
-            iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
-            iov->iov_len -= left;
-        }
+        advance_iov(iov, count, static_cast<size_t>(n));
     }
     return {};
 }
