@@ -49,7 +49,10 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
                           "when the guest stops, print per region what the host gave guest RAM (huge pages, KSM, NUMA "
                           "nodes) on stderr; see docs/memory.md");
     run.add_option("--disk", a.disks, "virtio-blk disk: a raw image file; repeatable; \",readonly\" refuses writes")->type_name("PATH[,readonly]");
-    run.add_option("--net", a.net, "virtio-net on a tap device (not implemented yet)")->type_name("tap:NAME");
+    run.add_option("--net", a.nets,
+                   "virtio-net on an existing tap device (ip tuntap add NAME mode tap), or a new one with CAP_NET_ADMIN; "
+                   "repeatable; default MAC 52:54:00:12:34:56 (+ index)")
+        ->type_name("tap:NAME[,mac=MAC]");
     run.add_option("--cpu", a.cpu,
                    "CPU model the guest sees: host (default: all KVM offers here) or baseline (x86-64-v2 + AES, XSAVE, "
                    "x2APIC: any x86-64 server), optionally minus features (host,-avx512f); a migration destination "

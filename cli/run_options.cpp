@@ -32,6 +32,22 @@ Result<void> take_string(const toml::node& node, const std::string& key, std::op
     return fail(Domain::Config, fmt::format("config key '{}' has the wrong type", key));
 }
 
+// disk = "a.img" | ["a.img", "b.img,readonly"]: appended to `out`.
+Result<void> take_strings(const toml::node& node, const std::string& key, std::vector<std::string>& out) {
+    if (const auto* arr = node.as_array()) {
+        for (const auto& d : *arr) {
+            std::optional<std::string> s;
+            if (auto r = take_string(d, key, s); !r) return r;
+            out.push_back(*s);
+        }
+        return {};
+    }
+    std::optional<std::string> s;
+    if (auto r = take_string(node, key, s); !r) return r;
+    out.push_back(*s);
+    return {};
+}
+
 // host-nodes = 0 | "0-1,3" | [0, 1]
 Result<void> take_node_list(const toml::node& node, std::optional<std::string>& out) {
     if (const auto* arr = node.as_array()) {
@@ -99,26 +115,15 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "thp") ok = take_string(node, key, a.thp);
         else if (key == "ksm") ok = take_string(node, key, a.ksm);
         else if (key == "numa-node") ok = take_string(node, key, a.numa_node);
-        else if (key == "net") ok = take_string(node, key, a.net);
         else if (key == "incoming") ok = take_string(node, key, a.incoming);
         else if (key == "keep-source") ok = take_string(node, key, a.keep_source);
         else if (key == "cpu") ok = take_string(node, key, a.cpu);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
         else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
         else if (key == "memory-zone") ok = take_memory_zones(node, a.memory_zones);
-        else if (key == "disk") {
-            if (const auto* arr = node.as_array()) {
-                for (const auto& d : *arr) {
-                    std::optional<std::string> s;
-                    if (auto r = take_string(d, key, s); !r) return std::unexpected(r.error());
-                    a.disks.push_back(*s);
-                }
-            } else {
-                std::optional<std::string> s;
-                ok = take_string(node, key, s);
-                if (ok) a.disks.push_back(*s);
-            }
-        } else {
+        else if (key == "disk") ok = take_strings(node, key, a.disks);
+        else if (key == "net") ok = take_strings(node, key, a.nets);
+        else {
             return fail(Domain::Config, fmt::format("{}: unknown key '{}'", origin, key));
         }
         if (!ok) return fail(Domain::Config, origin + ": " + ok.error().message());
@@ -141,7 +146,6 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.thp, cli.thp);
     pick(file.ksm, cli.ksm);
     pick(file.numa_node, cli.numa_node);
-    pick(file.net, cli.net);
     pick(file.incoming, cli.incoming);
     pick(file.keep_source, cli.keep_source);
     pick(file.cpu, cli.cpu);
@@ -149,6 +153,7 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.memory_report, cli.memory_report);
     if (!cli.memory_zones.empty()) file.memory_zones = cli.memory_zones;
     if (!cli.disks.empty()) file.disks = cli.disks;
+    if (!cli.nets.empty()) file.nets = cli.nets;
     return file;
 }
 
@@ -280,13 +285,11 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         if (!spec) return std::unexpected(spec.error());
         m.disks.push_back(*spec);
     }
-    // Accepted by the CLI contract, arriving with later work: refuse clearly.
-    struct Pending {
-        bool set;
-        const char* opt;
-    };
-    for (const auto& pending : {Pending{a.net.has_value(), "--net"}}) {
-        if (pending.set) return fail(Domain::Config, fmt::format("{} is not implemented yet", pending.opt));
+    for (size_t i = 0; i < a.nets.size(); ++i) {
+        auto spec = virtio::parse_net_spec(a.nets[i]);
+        if (!spec) return std::unexpected(spec.error());
+        if (!spec->mac_given) spec->mac = {0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + i)};  // QEMU's default
+        m.nets.push_back(*spec);
     }
     return p;
 }

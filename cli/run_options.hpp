@@ -21,9 +21,9 @@ struct MemoryZoneArgs {
 
 struct RunArgs {
     std::optional<std::string> kernel, initrd, cmdline, mem, cpus, qmp, serial;
-    std::optional<std::string> memory_backend, thp, ksm, numa_node, net, incoming;
+    std::optional<std::string> memory_backend, thp, ksm, numa_node, incoming;
     std::optional<std::string> prealloc, memory_report;  // flags: "on" / "off"
-    std::vector<std::string> disks;
+    std::vector<std::string> disks, nets;
     std::optional<std::string> keep_source;
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only

@@ -321,6 +321,25 @@ Result<void> Vm::irq_line(uint32_t irq, bool level) {
     return {};
 }
 
+Result<void> Vm::irqfd(int fd, uint32_t gsi) {
+    kvm_irqfd r{};
+    r.fd = static_cast<uint32_t>(fd);
+    r.gsi = gsi;
+    if (::ioctl(fd_.get(), KVM_IRQFD, &r) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_IRQFD gsi {}", gsi));
+    return {};
+}
+
+Result<void> Vm::ioeventfd(int fd, uint64_t addr, uint32_t len, uint64_t datamatch) {
+    kvm_ioeventfd r{};
+    r.datamatch = datamatch;
+    r.addr = addr;
+    r.len = len;
+    r.fd = fd;
+    r.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    if (::ioctl(fd_.get(), KVM_IOEVENTFD, &r) != 0) return fail_errno(Domain::Kvm, fmt::format("KVM_IOEVENTFD {:#x}", addr));
+    return {};
+}
+
 Result<std::unique_ptr<Vcpu>> Vm::create_vcpu(uint32_t id) {
     Fd fd(::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id)));
     if (!fd.valid()) return fail_errno(Domain::Kvm, fmt::format("KVM_CREATE_VCPU {}", id));

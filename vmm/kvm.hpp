@@ -118,6 +118,11 @@ public:
     Result<void> create_irqchip();
     Result<void> create_pit2();
     Result<void> irq_line(uint32_t irq, bool level);
+    // KVM_IRQFD: a write to the eventfd `fd` pulses GSI `gsi` (edge) inside KVM.
+    Result<void> irqfd(int fd, uint32_t gsi);
+    // KVM_IOEVENTFD: a guest MMIO write of `len` bytes equal to `datamatch` at `addr`
+    // signals the eventfd `fd` inside KVM instead of exiting to ferry.
+    Result<void> ioeventfd(int fd, uint64_t addr, uint32_t len, uint64_t datamatch);
     Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t id);
     int check_extension(long cap) const;
     Result<void> enable_cap(uint32_t cap, uint64_t arg0);

@@ -197,25 +197,59 @@ Result<void> Machine::setup_devices() {
     return setup_virtio();
 }
 
-// One virtio-mmio window per disk; interrupts are pulsed on the IOAPIC pin.
+// One virtio-mmio window per device, disks first. Interrupts go through an irqfd (an
+// edge on the IOAPIC pin) and queue notifications come in through ioeventfds on
+// QueueNotify, so neither costs an exit to ferry; without those capabilities the
+// transport pulses KVM_IRQ_LINE and MMIO writes reach the device through the bus.
 Result<void> Machine::setup_virtio() {
     for (const auto& r : mem_.regions()) dev_dirty_.emplace_back((r.size() / 4096 + 63) / 64, 0);
+    if (cfg_.disks.size() + cfg_.nets.size() > kMaxVirtioDevices)
+        return fail(Domain::Config, fmt::format("at most {} virtio devices (--disk and --net together)", kMaxVirtioDevices));
     for (size_t i = 0; i < cfg_.disks.size(); ++i) {
         auto blk = virtio::Blk::open(fmt::format("blk{}", i), cfg_.disks[i]);
         if (!blk) return std::unexpected(blk.error());
-        const uint32_t irq = virtio::kFirstIrq + static_cast<uint32_t>(i);
-        auto log = logger(fmt::format("dev.blk{}", i));
-        auto t = std::make_shared<virtio::MmioTransport>(
-            *blk, mem_,
-            [this, irq, log] {
-                auto up = vm_.irq_line(irq, true);
-                auto down = vm_.irq_line(irq, false);
-                if (!up || !down) log->debug("irq {}: {}", irq, (!up ? up : down).error().message());
-            },
-            [this](Gpa gpa, uint64_t len) { mark_device_dirty(gpa, len); });
-        if (auto ok = mmio_.add(virtio::kMmioBase + i * virtio::kMmioStride, virtio::kMmioStride, t); !ok) return ok;
-        virtio_.push_back(std::move(t));
+        if (auto ok = add_virtio(*blk); !ok) return ok;
     }
+    for (size_t i = 0; i < cfg_.nets.size(); ++i) {
+        auto net = virtio::Net::open(fmt::format("net{}", i), cfg_.nets[i]);
+        if (!net) return std::unexpected(net.error());
+        if (auto ok = add_virtio(*net); !ok) return ok;
+    }
+    return {};
+}
+
+Result<void> Machine::add_virtio(std::shared_ptr<virtio::VirtioDevice> dev) {
+    const size_t n = virtio_.size();
+    const uint32_t irq = virtio::kFirstIrq + static_cast<uint32_t>(n);
+    const uint64_t base = virtio::kMmioBase + n * virtio::kMmioStride;
+    auto log = logger("dev." + dev->id());
+    virtio::MmioTransport::IrqFn pulse;
+    Fd irqfd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (irqfd.valid() && vm_.check_extension(KVM_CAP_IRQFD) > 0 && vm_.irqfd(irqfd.get(), irq)) {
+        pulse = [fd = irqfd.get()] {
+            uint64_t one = 1;
+            [[maybe_unused]] ssize_t w = ::write(fd, &one, sizeof(one));
+        };
+        virtio_irqfds_.push_back(std::move(irqfd));
+    } else {
+        log->debug("no irqfd: interrupts through KVM_IRQ_LINE");
+        pulse = [this, irq, log] {
+            auto up = vm_.irq_line(irq, true);
+            auto down = vm_.irq_line(irq, false);
+            if (!up || !down) log->debug("irq {}: {}", irq, (!up ? up : down).error().message());
+        };
+    }
+    if (vm_.check_extension(KVM_CAP_IOEVENTFD) > 0) {
+        for (uint16_t q = 0; q < dev->num_queues(); ++q) {
+            int fd = dev->notify_fd(q);
+            if (fd < 0) continue;
+            if (auto ok = vm_.ioeventfd(fd, base + virtio::kRegQueueNotify, 4, q); !ok) log->debug("{}", ok.error().message());
+        }
+    }
+    auto t = std::make_shared<virtio::MmioTransport>(std::move(dev), mem_, std::move(pulse),
+                                                     [this](Gpa gpa, uint64_t len) { mark_device_dirty(gpa, len); });
+    if (auto ok = mmio_.add(base, virtio::kMmioStride, t); !ok) return ok;
+    virtio_.push_back(std::move(t));
     return {};
 }
 
@@ -273,7 +307,7 @@ Result<void> Machine::load_kernel() {
         initrd = std::move(*data);
     }
     std::optional<std::span<const uint8_t>> initrd_span;
-    const std::string cmdline = with_virtio_mmio_devices(cfg_.cmdline, cfg_.disks.size(), virtio::kMmioBase,
+    const std::string cmdline = with_virtio_mmio_devices(cfg_.cmdline, virtio_.size(), virtio::kMmioBase,
                                                          virtio::kMmioStride, virtio::kFirstIrq);
     if (initrd) initrd_span = std::span<const uint8_t>(*initrd);
     // An ELF with a PVH note boots through PVH; a bzImage, or an ELF vmlinux without

@@ -21,6 +21,7 @@
 #include "devices/shutdown.hpp"
 #include "devices/virtio/blk.hpp"
 #include "devices/virtio/mmio.hpp"
+#include "devices/virtio/net.hpp"
 #include "memory/guest_memory.hpp"
 #include "memory/prealloc.hpp"
 #include "vmm/cpu_model.hpp"
@@ -62,11 +63,14 @@ struct MachineConfig {
     // When >= 0 (not owned), the memory report (memory/report.hpp) is written here,
     // one line per region, when the machine stops (once).
     int memory_report_fd = -1;
-    // virtio-blk disks (--disk), virtio-mmio device n at 0xd0000000 + n * 0x1000, IRQ 5 + n.
+    // virtio devices, each a virtio-mmio window: the disks (--disk) first, then the
+    // network cards (--net); device n at 0xd0000000 + n * 0x1000, IRQ 5 + n.
     std::vector<virtio::DiskSpec> disks;
+    std::vector<virtio::NetSpec> nets;
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
+inline constexpr size_t kMaxVirtioDevices = 8;  // IRQs 5..12
 
 // QEMU's RunState names: inmigrate = waiting for an incoming migration (no guest code
 // has run); postmigrate = paused for good after the guest moved away.
@@ -128,6 +132,7 @@ private:
     void write_memory_report();  // once, to cfg_.memory_report_fd
     Result<void> setup_devices();
     Result<void> setup_virtio();
+    Result<void> add_virtio(std::shared_ptr<virtio::VirtioDevice> dev);
     Result<void> setup_vcpus();
     Result<void> load_kernel();
     Result<void> probe_saveable_msrs();
@@ -141,6 +146,7 @@ private:
     Bus mmio_{"mmio"};
     std::shared_ptr<Serial> serial_;
     std::shared_ptr<Rtc> rtc_;
+    std::vector<Fd> virtio_irqfds_;  // before virtio_: outlives the transports that write them
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     void mark_device_dirty(Gpa gpa, uint64_t len);
     std::mutex dev_dirty_mu_;

@@ -115,11 +115,14 @@ Result<void> Machine::restore_vm(const VmState& s) {
 void Machine::save_devices(StateWriter& w) const {
     w.put_struct(serial_->state());
     w.put_struct(rtc_->state());
-    // virtio: count, then per device the blk state and the transport + queue state.
+    // virtio: count, then per device its type, its own state and the transport +
+    // queue state (devices/virtio/mmio.hpp).
     w.put(static_cast<uint32_t>(virtio_.size()));
     for (const auto& v : virtio_) {
-        w.put_struct(static_cast<virtio::Blk&>(v->device()).state());
-        v->save(w);  // drains first
+        v->drain();
+        w.put(v->device().device_type());
+        v->device().save_state(w);
+        v->save(w);
     }
 }
 
@@ -131,12 +134,17 @@ Result<void> Machine::restore_devices(StateReader& r) {
     uint32_t n = 0;
     if (!r.at_end() && !r.get(n)) return fail(Domain::Migration, "virtio device count is malformed");
     if (n != virtio_.size())
-        return fail(Domain::Migration, fmt::format("the source has {} virtio disk(s), this machine {} (give the same --disk options)",
+        return fail(Domain::Migration, fmt::format("the source has {} virtio device(s), this machine {} (give the same --disk and --net "
+                                                   "options, in the same order)",
                                                    n, virtio_.size()));
     for (auto& v : virtio_) {
-        virtio::Blk::State bs;
-        if (!r.get_struct(bs)) return fail(Domain::Migration, "virtio-blk state is malformed");
-        if (auto ok = static_cast<virtio::Blk&>(v->device()).check_state(bs); !ok) return ok;
+        uint32_t type = 0;
+        if (!r.get(type)) return fail(Domain::Migration, "virtio device state is malformed");
+        if (type != v->device().device_type())
+            return fail(Domain::Migration, fmt::format("{}: the source has a virtio device of type {} in this slot, this machine type {} "
+                                                       "(give the same --disk and --net options, in the same order)",
+                                                       v->id(), type, v->device().device_type()));
+        if (auto ok = v->device().restore_state(r); !ok) return ok;
         if (auto ok = v->restore(r); !ok) return ok;
     }
     serial_->set_state(st);

@@ -168,6 +168,12 @@ Result<void> Blk::check_state(const State& s) const {
     return {};
 }
 
+Result<void> Blk::restore_state(StateReader& r) {
+    State s;
+    if (!r.get_struct(s)) return fail(Domain::Migration, fmt::format("{}: virtio-blk state is malformed", id_));
+    return check_state(s);
+}
+
 void Blk::run() {
     pollfd fds[2] = {{notify_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     for (;;) {
@@ -342,15 +348,10 @@ void Blk::process_locked() {
             }
             if (ctx_.dirty)
                 for (auto [gpa, len] : rq.written) ctx_.dirty(gpa, len);
-            uint16_t slot = static_cast<uint16_t>(q.state().used_idx % q.state().size);
-            if (auto ok = q.add_used(mem, rq.head, rq.has_status ? rq.used_len : 0); !ok) {
+            if (auto ok = q.add_used(mem, rq.head, rq.has_status ? rq.used_len : 0, ctx_.dirty); !ok) {
                 log->debug("used ring: {}", ok.error().message());
                 broken_ = true;
                 break;
-            }
-            if (ctx_.dirty) {
-                ctx_.dirty(q.used_elem_gpa(slot), 8);
-                ctx_.dirty(Gpa(q.state().used + 2), 2);
             }
         }
         if (ctx_.signal) ctx_.signal(0);

@@ -56,6 +56,9 @@ public:
     void notify(uint16_t queue) override;
     void reset() override;
     void drain() override;
+    int notify_fd(uint16_t) const override { return notify_.get(); }
+    void save_state(StateWriter& w) const override { w.put_struct(state()); }
+    Result<void> restore_state(StateReader& r) override;
 
     uint64_t capacity_sectors() const { return capacity_; }
     bool readonly() const { return readonly_; }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/state_io.hpp"
 #include "devices/virtio/queue.hpp"
 #include "memory/guest_memory.hpp"
 
@@ -17,10 +18,6 @@ namespace ferry::virtio {
 
 inline constexpr uint64_t kFVersion1 = 1ull << 32;
 inline constexpr uint64_t kFRingIndirectDesc = 1ull << 28;
-
-// Called after the device wrote [gpa, gpa+len) of guest RAM (dirty tracking for
-// migration: KVM's dirty log sees only vCPU writes).
-using DirtyFn = std::function<void(Gpa, uint64_t)>;
 
 // What a device gets while active. Queues are the transport's; between activate()
 // and reset() only the device touches them.
@@ -36,7 +33,7 @@ class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
     virtual std::string id() const = 0;
-    virtual uint32_t device_type() const = 0;  // 2 = block
+    virtual uint32_t device_type() const = 0;  // 1 = network, 2 = block
     virtual uint64_t features() const = 0;     // offered
     virtual uint16_t num_queues() const = 0;
     virtual uint16_t queue_max_size() const = 0;
@@ -51,6 +48,14 @@ public:
     virtual void reset() = 0;
     // Completes everything available and in flight (vCPUs paused: nothing new comes).
     virtual void drain() = 0;
+    // An eventfd the device serves `queue` on when it is signalled (the machine hands it
+    // to KVM as an ioeventfd on QueueNotify, so notifications need no exit); -1: none,
+    // notify() is the only way in.
+    virtual int notify_fd(uint16_t) const { return -1; }
+    // The device's own state (after the transport's) for migration: what the
+    // destination checks against its own configuration (disk size, MAC...).
+    virtual void save_state(StateWriter& w) const = 0;
+    virtual Result<void> restore_state(StateReader& r) = 0;
 };
 
 }  // namespace ferry::virtio

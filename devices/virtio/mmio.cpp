@@ -90,7 +90,7 @@ void MmioTransport::write_reg(uint64_t off, uint32_t v) {
                 }
             }
             break;
-        case 0x050:
+        case kRegQueueNotify:
             if (live && v < queues_.size()) dev_->notify(static_cast<uint16_t>(v));
             break;
         case 0x064: isr_.fetch_and(~v); break;

@@ -31,6 +31,7 @@ inline constexpr uint64_t kMmioBase = 0xd0000000;
 inline constexpr uint64_t kMmioStride = 0x1000;
 inline constexpr uint32_t kFirstIrq = 5;
 inline constexpr uint32_t kMagic = 0x74726976;
+inline constexpr uint64_t kRegQueueNotify = 0x050;
 
 inline constexpr uint32_t kStatusAcknowledge = 1, kStatusDriver = 2, kStatusDriverOk = 4, kStatusFeaturesOk = 8,
                           kStatusNeedsReset = 0x40, kStatusFailed = 0x80;

@@ -124,15 +124,21 @@ Result<std::optional<Chain>> Queue::pop(const GuestMemory& mem) {
     return std::optional<Chain>(std::move(c));
 }
 
-Result<void> Queue::add_used(const GuestMemory& mem, uint16_t head, uint32_t len) {
+Result<void> Queue::add_used(const GuestMemory& mem, uint16_t head, uint32_t len, const DirtyFn& dirty) {
     if (!s_.ready) return fail(Domain::Device, "virtqueue: add_used on a queue that is not ready");
     struct {
         uint32_t id, len;
     } elem{head, len};
-    if (auto ok = mem.write_obj(used_elem_gpa(s_.used_idx % s_.size), elem); !ok) return ok;
+    const Gpa at = used_elem_gpa(s_.used_idx % s_.size);
+    if (auto ok = mem.write_obj(at, elem); !ok) return ok;
     std::atomic_thread_fence(std::memory_order_release);  // element before the index
     s_.used_idx++;
-    return mem.write_obj<uint16_t>(Gpa(s_.used + 2), s_.used_idx);
+    if (auto ok = mem.write_obj<uint16_t>(Gpa(s_.used + 2), s_.used_idx); !ok) return ok;
+    if (dirty) {
+        dirty(at, sizeof(elem));
+        dirty(Gpa(s_.used + 2), 2);
+    }
+    return {};
 }
 
 }  // namespace ferry::virtio

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -27,6 +28,10 @@
 #include "memory/guest_memory.hpp"
 
 namespace ferry::virtio {
+
+// Called after the device wrote [gpa, gpa+len) of guest RAM (dirty tracking for
+// migration: KVM's dirty log sees only vCPU writes).
+using DirtyFn = std::function<void(Gpa, uint64_t)>;
 
 inline constexpr uint16_t kDescFNext = 1;
 inline constexpr uint16_t kDescFWrite = 2;
@@ -78,12 +83,12 @@ public:
 
     // The next available chain, std::nullopt when none.
     Result<std::optional<Chain>> pop(const GuestMemory& mem);
-    // Puts (head, len) on the used ring and publishes the new used index.
-    Result<void> add_used(const GuestMemory& mem, uint16_t head, uint32_t len);
-    // Guest-physical ranges add_used() writes (for dirty tracking).
-    Gpa used_elem_gpa(uint16_t slot) const { return Gpa(s_.used + 4 + 8ull * slot); }
+    // Puts (head, len) on the used ring and publishes the new used index; reports the
+    // bytes it wrote to `dirty` when set.
+    Result<void> add_used(const GuestMemory& mem, uint16_t head, uint32_t len, const DirtyFn& dirty = {});
 
 private:
+    Gpa used_elem_gpa(uint16_t slot) const { return Gpa(s_.used + 4 + 8ull * slot); }
     Result<void> walk(const GuestMemory& mem, Chain& c) const;
 
     uint16_t max_size_;

@@ -12,12 +12,14 @@ cpus = 2
 thp = false
 cmdline = "mode=idle"
 disk = ["/a.img", "/b.img"]
+net = "tap:t0"
 )", "test.toml");
     REQUIRE(file);
     CHECK(*file->kernel == "/k.elf");
     CHECK(*file->cpus == "2");
     CHECK(*file->thp == "off");
     CHECK(file->disks.size() == 2);
+    CHECK(file->nets == std::vector<std::string>{"tap:t0"});
 
     RunArgs cli;
     cli.mem = "512M";
@@ -64,7 +66,15 @@ TEST_CASE("run options are validated with the option named", "[config]") {
     CHECK(msg(with([](RunArgs& a) { a.thp = "yes"; })).find("--thp") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.serial = "tcp:1"; })).find("--serial") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.memory_backend = "ram"; })).find("--memory-backend") != std::string::npos);
-    CHECK(msg(with([](RunArgs& a) { a.net = "tap:x"; })).find("not implemented") != std::string::npos);
+    for (const char* bad : {"tap:", "user:x", "tap:x,mac=zz", "tap:x,mac=01:00:00:00:00:01", "tap:x,mtu=9000", "tap:x,mac=02:00:00:00:00:01x"})
+        CHECK(msg(with([bad](RunArgs& a) { a.nets = {bad}; })).find("--net") != std::string::npos);
+    auto nets = with([](RunArgs& a) { a.nets = {"tap:t0", "tap:t1,mac=02:AB:00:00:00:01", "tap:t2"}; });
+    REQUIRE(nets);
+    REQUIRE(nets->machine.nets.size() == 3);
+    CHECK(nets->machine.nets[1].tap == "t1");
+    CHECK(virtio::format_mac(nets->machine.nets[0].mac) == "52:54:00:12:34:56");
+    CHECK(virtio::format_mac(nets->machine.nets[1].mac) == "02:ab:00:00:00:01");
+    CHECK(virtio::format_mac(nets->machine.nets[2].mac) == "52:54:00:12:34:58");
 
     auto ok = with([](RunArgs& a) { a.serial = "file:/tmp/x"; a.mem = "64M"; a.memory_backend = "memfd"; });
     REQUIRE(ok);
