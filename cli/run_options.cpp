@@ -53,9 +53,10 @@ Result<void> take_node_list(const toml::node& node, std::optional<std::string>& 
     if (const auto* arr = node.as_array()) {
         std::string list;
         for (const auto& n : *arr) {
-            auto i = n.value<int64_t>();
-            if (!n.is_integer() || !i || *i < 0) return fail(Domain::Config, "memory-zone: host-nodes must be node numbers");
-            list += (list.empty() ? "" : ",") + std::to_string(*i);
+            // as_integer first: value<int64_t>() converts a float, out of range is UB.
+            const auto* i = n.as_integer();
+            if (!i || i->get() < 0) return fail(Domain::Config, "memory-zone: host-nodes must be node numbers");
+            list += (list.empty() ? "" : ",") + std::to_string(i->get());
         }
         out = list;
         return {};

@@ -137,6 +137,7 @@ Result<void> MigrationDestination::receive() {
                 StateReader r(s->payload);
                 auto st = VmState::load(r);
                 if (!st) return std::unexpected(st.error());
+                if (!r.at_end()) return fail(Domain::Migration, "VM state has trailing bytes");
                 vm_ = *st;
                 break;
             }

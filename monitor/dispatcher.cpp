@@ -87,7 +87,8 @@ std::optional<QmpError> check_arguments(const nlohmann::json& args, const std::v
         }
         if (auto err = check_value(*it, f.type, full(f.name))) return err;
     }
-    for (const auto& [key, value] : args.items()) {
+    for (const auto& item : args.items()) {
+        const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
         bool known = std::any_of(fields.begin(), fields.end(), [&](const ArgSpec& f) { return f.name == key; });
         if (!known) return QmpError{QmpErrorClass::GenericError, fmt::format("Parameter '{}' is unexpected", full(key))};
     }

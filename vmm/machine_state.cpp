@@ -60,7 +60,14 @@ Result<void> Machine::restore_vcpu(size_t index, const VcpuState& s) {
     if (auto ok = v.set_mp_state(s.mp_state); !ok) return ok;
     if (auto ok = v.set_regs(s.regs); !ok) return ok;
     if (auto ok = v.set_sregs2(s.sregs2); !ok) return ok;
-    if (auto ok = v.set_xsave(s.xsave); !ok) return ok;
+    // KVM_SET_XSAVE reads this host's whole XSAVE size (KVM_CAP_XSAVE2): pad a smaller
+    // area with zeros (components its header does not mark present); refuse a larger one.
+    if (s.xsave.size() > xsave_size_)
+        return fail(Domain::Migration, fmt::format("vCPU {}: XSAVE area of {} bytes, this host's KVM takes {}", index, s.xsave.size(),
+                                                   xsave_size_));
+    std::vector<uint8_t> xsave = s.xsave;
+    xsave.resize(xsave_size_, 0);
+    if (auto ok = v.set_xsave(xsave); !ok) return ok;
     if (auto ok = v.set_xcrs(s.xcrs); !ok) return ok;
     if (auto ok = v.set_debugregs(s.debugregs); !ok) return ok;
     if (auto ok = v.set_lapic(s.lapic); !ok) return ok;

@@ -1,0 +1,194 @@
+// make-fuzz-seeds OUTDIR: writes the generated seed inputs of the fuzz targets
+// (tests/fuzz/corpus/<target>/seed-*) into OUTDIR/<target>/: well-formed inputs in each
+// target's layout (see the top of fuzz_<name>.cpp), built with the project's own
+// writers where there is one (send_section, encode_header, the state savers).
+//   ninja -C build tests/fuzz/make-fuzz-seeds && build/tests/fuzz/make-fuzz-seeds tests/fuzz/corpus
+// The TOML seeds of fuzz_config are plain files kept by hand.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/state_io.hpp"
+#include "devices/virtio/blk.hpp"
+#include "devices/virtio/mmio.hpp"
+#include "devices/virtio/queue.hpp"
+#include "migration/stream.hpp"
+#include "tests/fuzz/fake_ram.hpp"
+#include "vmm/cpu_state.hpp"
+
+using namespace ferry;
+using namespace ferry::fuzz;
+using Bytes = std::vector<uint8_t>;
+
+namespace {
+
+std::filesystem::path out_dir;
+
+void write(const std::string& target, const std::string& name, const Bytes& b) {
+    auto dir = out_dir / target;
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+template <class T>
+void append(Bytes& b, const T& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof(T));
+}
+
+struct RawDesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+
+// fuzz_virtqueue: flags, log2 size, avail idx, [state], table, ring, data at kData.
+Bytes queue_input(uint8_t flags, uint8_t log2, uint16_t avail_idx, const std::vector<RawDesc>& table,
+                  const std::vector<uint16_t>& ring, const Bytes& data, const virtio::QueueState* st = nullptr) {
+    Bytes b{flags, log2};
+    append(b, avail_idx);
+    if (st) append(b, *st);
+    const size_t size = st ? st->size : size_t{1} << log2;
+    for (size_t i = 0; i < size; ++i) append(b, i < table.size() ? table[i] : RawDesc{});
+    for (size_t i = 0; i < size; ++i) append(b, i < ring.size() ? ring[i] : uint16_t{0});
+    b.insert(b.end(), data.begin(), data.end());
+    return b;
+}
+
+void virtqueue_seeds() {
+    using namespace virtio;
+    const std::string t = "fuzz_virtqueue";
+    // header, data, status: the shape of a virtio-blk request.
+    write(t, "seed-chain", queue_input(0, 3, 1, {{0x4000, 16, kDescFNext, 1}, {0x5000, 512, kDescFNext | kDescFWrite, 2}, {0x6000, 1, kDescFWrite, 0}}, {0}, {}));
+    // The same through an indirect table at kData.
+    Bytes table;
+    for (RawDesc d : {RawDesc{0x8000, 16, kDescFNext, 1}, RawDesc{0x20000, 512, kDescFNext | kDescFWrite, 2}, RawDesc{0xa000, 1, kDescFWrite, 0}})
+        append(table, d);
+    write(t, "seed-indirect", queue_input(1, 2, 1, {{kData, 48, kDescFIndirect, 0}}, {0}, table));
+    // Four one-buffer chains, then the ring again (wrap-around).
+    write(t, "seed-wrap", queue_input(4, 2, 4, {{0x4000, 64, 0, 0}, {0x5000, 64, kDescFWrite, 0}, {0x20000, 4096, 0, 0}, {0x2f000, 4096, kDescFWrite, 0}}, {0, 1, 2, 3}, {}));
+    // A restored queue with two chains pending at indices 5 and 6.
+    QueueState st{8, 1, 5, 5, kDesc, kAvail, kUsed};
+    write(t, "seed-restore", queue_input(2, 3, 7, {{0x4000, 16, 0, 0}, {0x5000, 16, kDescFWrite, 0}}, {0, 0, 0, 0, 0, 1, 0, 0}, {}, &st));
+    // Refused chains: a buffer crossing region 0's end, one in the hole, a loop.
+    write(t, "seed-refused", queue_input(0, 2, 3, {{0xff00, 0x200, 0, 0}, {0x18000, 16, 0, 0}, {0x4000, 16, kDescFNext, 3}, {0x4000, 16, kDescFNext, 2}}, {0, 1, 2}, {}));
+}
+
+// Everything the source sends, as bytes: send_section into a socketpair, read back.
+Bytes capture(const std::function<void(Channel&)>& send) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    {
+        Channel ch{Fd(sv[0])};
+        send(ch);
+    }
+    Bytes out;
+    uint8_t buf[65536];
+    for (ssize_t n; (n = ::read(sv[1], buf, sizeof(buf))) > 0;) out.insert(out.end(), buf, buf + n);
+    ::close(sv[1]);
+    return out;
+}
+
+// fuzz_stream's input: the flags byte, then the stream.
+Bytes with_flags(uint8_t flags, const Bytes& stream) {
+    Bytes in(1 + stream.size(), flags);
+    std::copy(stream.begin(), stream.end(), in.begin() + 1);
+    return in;
+}
+
+void must(const Result<void>& r) {
+    if (!r) throw std::runtime_error(r.error().message());
+}
+
+// The device state of one virtio-blk with a live queue, or nothing without io_uring.
+Bytes device_state() {
+    char path[] = "/tmp/ferry-fuzz-seed-XXXXXX";
+    int fd = ::mkstemp(path);
+    if (fd < 0 || ::ftruncate(fd, 64 * 512) != 0) return {};
+    ::close(fd);
+    auto blk = virtio::Blk::open("blk0", virtio::DiskSpec{path, false});
+    ::unlink(path);
+    if (!blk) return {};
+    virtio::MmioTransport t(*blk, fake_ram(), [] {});
+    auto reg = [&](uint64_t off, uint32_t v) { t.write(off, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&v), 4)); };
+    reg(0x070, 1 | 2);
+    reg(0x024, 1);
+    reg(0x020, 1);  // VERSION_1
+    reg(0x070, 1 | 2 | 8);
+    reg(0x030, 0);
+    reg(0x038, 8);
+    reg(0x080, kDesc);
+    reg(0x090, kAvail);
+    reg(0x0a0, kUsed);
+    reg(0x044, 1);
+    reg(0x070, 1 | 2 | 8 | 4);
+    StateWriter w;
+    w.put(t.device().device_type());
+    t.device().save_state(w);
+    t.save(w);
+    return w.take();
+}
+
+void stream_seeds() {
+    const std::string t = "fuzz_stream";
+    StreamHeader h;
+    h.cpus = 1;
+    for (const auto& r : fake_ram().regions()) h.ram.push_back({r.start, r.size()});
+    h.cpuid.push_back(kvm_cpuid_entry2{0, 0, 0, 0x16, 0x756e6547, 0x6c65746e, 0x49656e69, {}});
+    Bytes ram;  // one data page at 0x1000, one zero page in region 1
+    append(ram, uint32_t{2});
+    append(ram, uint64_t{0x1000 | kPageFlagData});
+    append(ram, uint64_t{kHighRegion | kPageFlagZero});
+    ram.resize(ram.size() + kPageSize, 0x5a);
+    VcpuState vcpu;
+    vcpu.cpuid = h.cpuid;
+    vcpu.regs.rip = 0x100000;
+    vcpu.xsave.resize(4096);
+    vcpu.msrs.push_back(kvm_msr_entry{kMsrIa32Tsc, 0, 123456789});
+    StateWriter vw;
+    vw.put(uint64_t{1});  // saved at (realtime ns)
+    vcpu.save(vw);
+    VmState vm;
+    vm.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+    vm.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+    vm.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+    StateWriter mw;
+    vm.save(mw);
+    Bytes dev = device_state();
+    auto empty = std::span<const uint8_t>();
+    Bytes stream = capture([&](Channel& ch) {
+        must(send_section(ch, SectionKind::Header, 0, encode_header(h)));
+        must(send_section(ch, SectionKind::RamBatch, 0, ram));
+        must(send_section(ch, SectionKind::Sync, 1, empty));
+        must(send_section(ch, SectionKind::VcpuState, 0, vw.bytes()));
+        must(send_section(ch, SectionKind::VmState, 0, mw.bytes()));
+        if (!dev.empty()) must(send_section(ch, SectionKind::DeviceState, 0, dev));
+        must(send_section(ch, SectionKind::StateEnd, 0, empty));
+        must(send_section(ch, SectionKind::Go, 0, empty));
+    });
+    for (uint8_t flags : {0, 1 | 2, 4}) {  // as received / generic reads / expect_section
+        write(t, "seed-stream-" + std::to_string(flags), with_flags(flags, stream));
+    }
+    write(t, "seed-error", with_flags(4, capture([](Channel& ch) { must(send_error(ch, "disk on fire")); })));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+        return 2;
+    }
+    out_dir = argv[1];
+    virtqueue_seeds();
+    stream_seeds();
+    return 0;
+}
