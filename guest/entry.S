@@ -6,8 +6,9 @@
  *    mode and calls kmain() on the boot stack;
  *  - ap_entry32: where the real-mode trampoline (smp.S) lands an AP; takes a CPU index,
  *    enters long mode on the page tables the BSP built and calls ap_kmain(index);
- *  - the GDT, the 32 exception stubs, the two ring-3 service gates (power off, park) and
- *    enter_user(), which drops to ring 3 with iretq.
+ *  - the GDT, the 32 exception stubs, the three ring-3 service gates (power off, park,
+ *    route a virtio IRQ), enter_user(), which drops to ring 3 with iretq, and the interrupt
+ *    stubs: one per virtio-mmio entry (count in g.irqs[n], LAPIC EOI) and the spurious one.
  * Ring-0 code is emulated on this host (~0.7 us per instruction): keep it short.
  */
 #include "guest.h"
@@ -99,7 +100,8 @@ ap64:
         call ap_kmain
         jmp park_forever
 
-/* enter_user(rip, rsp, arg): iretq to ring 3 at rip with stack rsp, IF=0, IOPL=0; arg in %rdi */
+/* enter_user(rip, rsp, arg, rflags): iretq to ring 3 at rip with stack rsp and the given RFLAGS
+ * (0x2: IF=0; 0x202: IF=1), IOPL=0; arg in %rdi */
         .text
         .globl enter_user
 enter_user:
@@ -108,12 +110,13 @@ enter_user:
         movw %ax, %es
         pushq $SEL_UDATA
         pushq %rsi
-        pushq $0x2
+        pushq %rcx
         pushq $SEL_UCODE
         pushq %rdi
         movq %rdx, %rdi
         xorl %esi, %esi
         xorl %edx, %edx
+        xorl %ecx, %ecx
         xorl %eax, %eax
         iretq
 
@@ -136,14 +139,23 @@ exc\n:  pushq $\n
 exc_common:
         pushq %rdi                      /* frame: rdi, vec, err, rip, cs, rflags, rsp, ss */
         movq %rsp, %rdi
+        pushq %rbx
+        movq %rsp, %rbx
         andq $-16, %rsp
         call exc_handler
+        /* Returns only from the VEC_IRQ_ROUTE service call: result in %rax; the caller
+         * declared the registers C may clobber. */
+        movq %rbx, %rsp
+        popq %rbx
+        popq %rdi
+        addq $16, %rsp                  /* vector, error code */
+        iretq
 park_forever:
         cli
         hlt
         jmp park_forever
 
-        .globl svc_poweroff, svc_park
+        .globl svc_poweroff, svc_park, svc_irq_route
 svc_poweroff:
         movl %edi, %eax
         movw $0xf4, %dx
@@ -151,6 +163,27 @@ svc_poweroff:
         jmp park_forever
 svc_park:
         jmp park_forever
+svc_irq_route:                          /* where "int $0x32" is not turned into #UD */
+        pushq $0
+        pushq $VEC_IRQ_ROUTE
+        jmp exc_common
+
+/* Virtio interrupt n (vector VEC_VIRTIO0 + n, BSP only): g.irqs[n]++, EOI, back. Six
+ * instructions, as each costs ~0.7 us here; the drivers poll, the count is all it does. */
+.macro IRQ_STUB n
+irq\n:  pushq %rax
+        incq g+SHARED_IRQS+8*\n(%rip)
+        xorl %eax, %eax
+        movabsl %eax, LAPIC_EOI_PA
+        popq %rax
+        iretq
+.endm
+        .irp n, 0,1,2,3,4,5,6,7
+        IRQ_STUB \n
+        .endr
+        .globl irq_spurious
+irq_spurious:                           /* the LAPIC's spurious vector: no EOI */
+        iretq
 
         .section .rodata
         .balign 8
@@ -159,6 +192,14 @@ exc_stubs:
         .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
         .quad exc\n
         .endr
+        .globl irq_stubs
+irq_stubs:
+        .irp n, 0,1,2,3,4,5,6,7
+        .quad irq\n
+        .endr
+        .if VIRTIO_MMIO_MAX - 8
+        .error "irq_stubs must have VIRTIO_MMIO_MAX entries"
+        .endif
 
         .data
         .balign 16

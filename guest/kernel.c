@@ -1,17 +1,24 @@
 /* kernel.c — ring 0 of the ferry test guest: everything between the PVH entry and the drop
- * to ring 3. Reads hvm_start_info (command line, memmap), parses the command line, builds
- * the page tables (identity map of RAM + the LAPIC page; the working-set window at 64 GiB),
- * sets up IDT and per-CPU TSS (I/O bitmap opening COM1 and port 0xf4 to ring 3), finds the
- * TSC frequency, starts the APs with INIT-SIPI-SIPI and enters the ring-3 workload.
+ * to ring 3. Reads hvm_start_info (command line, memmap), parses the command line (with the
+ * virtio_mmio.device= entries, virtio_mmio.c), builds the page tables (identity map of RAM +
+ * the LAPIC and IOAPIC pages + the virtio-mmio windows in device modes; the working-set
+ * window at 64 GiB), sets up IDT and per-CPU TSS (I/O bitmap opening COM1 and port 0xf4 to
+ * ring 3), finds the TSC frequency, starts the APs with INIT-SIPI-SIPI and enters the ring-3
+ * workload (the BSP with IF=1 in device modes, for the virtio interrupts it counts).
+ * Afterwards ring 0 only runs for exceptions, the ring-3 service calls (power off, park,
+ * route a virtio IRQ) and the interrupt stubs of entry.S.
  *
  * On this host ring-0 code is emulated at ~0.7 us per instruction, so every loop here is
  * short and proportional to what is mapped, never to a fixed maximum. The loader zeroes
  * bss (as ELF requires), so only non-zero page-table entries are written.
  */
 #include "guest.h"
+#include "virtio_mmio.h"
 
 #define XEN_HVM_START_MAGIC 0x336ec578
 #define LAPIC_BASE 0xfee00000ULL
+#define IOAPIC_BASE 0xfec00000ULL
+#define DMA_MAX (64ULL << 20) /* device modes: RAM for the drivers' rings and buffers */
 #define LAPIC_SVR 0xf0
 #define LAPIC_ICR_LO 0x300
 #define LAPIC_ICR_HI 0x310
@@ -71,17 +78,19 @@ static struct hvm_memmap_entry memmap[MAX_MEMMAP];
 static u32 memmap_n;
 static u64 ident_mapped; /* bit g: GiB g is identity-mapped */
 
-extern u64 exc_stubs[32];
-extern char svc_poweroff[], svc_park[], tramp_start[], tramp_end[], boot_stack_top[], __image_end[];
+extern u64 exc_stubs[32], irq_stubs[VIRTIO_MMIO_MAX];
+extern char svc_poweroff[], svc_park[], svc_irq_route[], irq_spurious[], tramp_start[], tramp_end[], boot_stack_top[], __image_end[];
 extern u64 gdt_tss[];
 extern struct {
     u16 limit;
     u64 base;
 } __attribute__((packed)) gdt_ptr;
-void enter_user(void (*rip)(u64), u64 rsp, u64 arg) __attribute__((noreturn));
+void enter_user(void (*rip)(u64), u64 rsp, u64 arg, u64 rflags) __attribute__((noreturn));
 void kmain(void) __attribute__((noreturn));
 void ap_kmain(u64 cpu) __attribute__((noreturn));
-void exc_handler(u64 *frame) __attribute__((noreturn));
+u64 exc_handler(u64 *frame);
+
+_Static_assert(__builtin_offsetof(struct shared, irqs) == SHARED_IRQS, "entry.S counts interrupts at g+SHARED_IRQS");
 
 static void say(const char *a, const char *b) {
     struct line l;
@@ -107,14 +116,20 @@ static void delay_us(u64 us) {
     while ((s64)(rdtsc() - end) < 0) cpu_relax();
 }
 
-/* frame: saved rdi, vector, error code, rip, cs, rflags, rsp, ss */
-void exc_handler(u64 *f) {
+/* frame: saved rdi, vector, error code, rip, cs, rflags, rsp, ss. Returns (to entry.S, which
+ * returns to the caller with the result in %rax) only for the VEC_IRQ_ROUTE service call. */
+u64 exc_handler(u64 *f) {
+    if (f[1] == VEC_IRQ_ROUTE) return vmmio_route(f[0]);
     /* This host's KVM raises #UD for "int N" in ring 3: treat our own service calls. */
     if (f[1] == 6 && (f[4] & 3) == 3 && ((const u8 *)f[3])[0] == 0xcd) {
         u8 v = ((const u8 *)f[3])[1];
         if (v == VEC_POWEROFF) poweroff((u32)f[0]);
         if (v == VEC_PARK)
             for (;;) __asm__ volatile("cli; hlt");
+        if (v == VEC_IRQ_ROUTE) {
+            f[3] += 2; /* past the int instruction */
+            return vmmio_route(f[0]);
+        }
     }
     u64 cr2;
     __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
@@ -234,6 +249,8 @@ static void parse_cmdline(struct config *c) {
     c->mode = MODE_IDLE;
     c->wss = 64ULL << 20;
     c->seed = 1;
+    c->blk_bs = 4096;
+    c->blk_qd = 1;
     const char *p = cmdline;
     while (*p) {
         while (*p == ' ' || *p == '\t' || *p == '\n') p++;
@@ -253,15 +270,8 @@ static void parse_cmdline(struct config *c) {
             else if (str_eq(v, vn, "tlb")) c->mode = MODE_TLB;
             else if (str_eq(v, vn, "ksm")) c->mode = MODE_KSM;
             else if (str_eq(v, vn, "blk")) c->mode = MODE_BLK;
-            else if (str_eq(v, vn, "net")) {
-                struct line l;
-                line_init(&l);
-                line_str(&l, "guest: error mode ");
-                line_strn(&l, v, vn);
-                line_str(&l, " not supported");
-                line_emit(&l, 1000);
-                poweroff(2);
-            } else bad("mode");
+            else if (str_eq(v, vn, "net")) c->mode = MODE_NET;
+            else bad("mode");
         } else if (str_eq(k, kn, "wss")) {
             if (!parse_size(v, vn, &x) || x == 0) bad("wss");
             c->wss = x;
@@ -284,20 +294,61 @@ static void parse_cmdline(struct config *c) {
         } else if (str_eq(k, kn, "inject_corrupt")) {
             if (!parse_u64(v, vn, &x)) bad("inject_corrupt");
             c->inject = x;
+        } else if (str_eq(k, kn, "virtio_mmio.device")) {
+            if (!vmmio_parse(v, vn)) bad("virtio_mmio.device");
+        } else if (str_eq(k, kn, "irq")) {
+            if (str_eq(v, vn, "on")) c->irq_off = 0;
+            else if (str_eq(v, vn, "off")) c->irq_off = 1;
+            else bad("irq");
+        } else if (str_eq(k, kn, "blkop")) {
+            if (str_eq(v, vn, "verify")) c->blkop = BLKOP_VERIFY;
+            else if (str_eq(v, vn, "read")) c->blkop = BLKOP_READ;
+            else if (str_eq(v, vn, "write")) c->blkop = BLKOP_WRITE;
+            else if (str_eq(v, vn, "randread")) c->blkop = BLKOP_RANDREAD;
+            else if (str_eq(v, vn, "randwrite")) c->blkop = BLKOP_RANDWRITE;
+            else bad("blkop");
+        } else if (str_eq(k, kn, "bs")) {
+            if (!parse_size(v, vn, &x) || x < 512 || x > (1ULL << 20) || x % 512) bad("bs");
+            c->blk_bs = x;
+        } else if (str_eq(k, kn, "qd")) {
+            if (!parse_u64(v, vn, &x) || x == 0 || x > 32) bad("qd");
+            c->blk_qd = (u32)x;
         }
     }
 }
 
-/* Identity map: every GiB holding RAM (below 64 GiB), plus the LAPIC page, uncached. */
+int map_mmio_2m(u64 pa, int user) {
+    u64 page = pa & ~(MiB2 - 1);
+    if (user && (page == (LAPIC_BASE & ~(MiB2 - 1)) || page == (IOAPIC_BASE & ~(MiB2 - 1)))) return 0;
+    pdpt[pa >> 30] = (u64)pd_ident[pa >> 30] | PTE_TABLE; /* pa < 4 GiB (vmmio_parse) */
+    pd_ident[pa >> 30][(pa >> 21) & 511] = page | PTE_P | PTE_W | PTE_PS | PTE_PCD | PTE_PWT | (user ? PTE_U : 0);
+    return 1;
+}
+
+/* Identity map: every GiB holding RAM (below 64 GiB), plus the LAPIC page, uncached; in
+ * device modes also the IOAPIC page (ring 0 only) and the virtio-mmio windows (ring 3). */
 static void map_memory(void) {
     ident_mapped |= 1; /* GiB 0, by entry.S */
     for (u32 i = 0; i < memmap_n; i++)
         if (memmap[i].addr < (u64)IDENT_GIBS << 30) map_range(memmap[i].addr, memmap[i].size);
-    pdpt[LAPIC_BASE >> 30] = (u64)pd_ident[LAPIC_BASE >> 30] | PTE_TABLE;
-    pd_ident[LAPIC_BASE >> 30][(LAPIC_BASE >> 21) & 511] = LAPIC_BASE | PTE_P | PTE_W | PTE_PS | PTE_PCD | PTE_PWT;
-    /* virtio-mmio windows (mode=blk): user-accessible, so the ring-3 driver reaches them */
-    if (g.cfg.mode == MODE_BLK)
-        pd_ident[VIRTIO_MMIO_PA >> 30][(VIRTIO_MMIO_PA >> 21) & 511] = VIRTIO_MMIO_PA | PTE_2M | PTE_PCD | PTE_PWT;
+    map_mmio_2m(LAPIC_BASE, 0);
+    if (device_mode(&g.cfg)) {
+        map_mmio_2m(IOAPIC_BASE, 0);
+        if (!vmmio_map()) bad("virtio_mmio.device (in the APIC pages)");
+    }
+}
+
+/* Device modes: the RAM above the image (up to DMA_MAX, contiguous) for the drivers' rings
+ * and buffers (dma_alloc). Empty if there is none: the drivers then fail clearly. */
+static void place_dma(void) {
+    u64 floor = ((u64)__image_end + MiB2 - 1) & ~(MiB2 - 1);
+    for (u32 i = 0; i < memmap_n; i++) {
+        u64 end = memmap[i].addr + memmap[i].size;
+        if (memmap[i].addr <= floor && floor < end && end <= (u64)IDENT_GIBS << 30) {
+            g.dma.base = floor;
+            g.dma.len = end - floor < DMA_MAX ? end - floor : DMA_MAX;
+        }
+    }
 }
 
 /* Working set, then the generation array, in 2 MiB chunks of RAM above the image, mapped
@@ -395,12 +446,16 @@ void kmain(void) {
     for (u32 v = 0; v < 32; v++) set_gate(v, exc_stubs[v], 0);
     set_gate(VEC_POWEROFF, (u64)svc_poweroff, 3);
     set_gate(VEC_PARK, (u64)svc_park, 3);
+    set_gate(VEC_IRQ_ROUTE, (u64)svc_irq_route, 3);
+    for (u32 i = 0; i < VIRTIO_MMIO_MAX; i++) set_gate(VEC_VIRTIO0 + i, irq_stubs[i], 0);
+    set_gate(VEC_SPURIOUS, (u64)irq_spurious, 0);
     load_idt();
 
     read_start_info();
     parse_cmdline(&g.cfg);
     map_memory();
-    if (g.cfg.mode != MODE_IDLE && g.cfg.mode != MODE_BLK) place_working_set(); /* blk: wss = disk bytes */
+    if (g.cfg.mode != MODE_IDLE && !device_mode(&g.cfg)) place_working_set(); /* blk: wss = disk bytes */
+    if (device_mode(&g.cfg)) place_dma();
     __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
 
     lapic_write(LAPIC_LVT0, 0x10000); /* masked (KVM resets the BSP's LVT0 to ExtINT) */
@@ -416,10 +471,12 @@ void kmain(void) {
 
     cpu_setup(0, (u64)boot_stack_top);
     if (g.cfg.cpus != 1) start_aps();
-    enter_user(bsp_user_main, (u64)ustacks[0] + USTACK_SIZE - 8, 0);
+    /* Device modes: IF=1 on the BSP, whose drivers get their IRQs routed (virtio_irq_enable). */
+    const u64 rflags = device_mode(&g.cfg) && !g.cfg.irq_off ? 0x202 : 0x2;
+    enter_user(bsp_user_main, (u64)ustacks[0] + USTACK_SIZE - 8, 0, rflags);
 }
 
 void ap_kmain(u64 cpu) {
     cpu_setup((u32)cpu, (u64)kstacks[cpu] + KSTACK_SIZE);
-    enter_user(ap_user_main, (u64)ustacks[cpu] + USTACK_SIZE - 8, cpu);
+    enter_user(ap_user_main, (u64)ustacks[cpu] + USTACK_SIZE - 8, cpu, 0x2);
 }

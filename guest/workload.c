@@ -151,16 +151,8 @@ static void do_tick(u64 now, u64 hz) {
         line_fix2(&l, ns * 100 / acc);
         line_emit(&l, 0);
     }
-    if (g.cfg.mode == MODE_BLK) {
-        line_init(&l);
-        line_str(&l, "guest: blk ok=");
-        line_u64(&l, g.blk_ok);
-        line_str(&l, " bad=");
-        line_u64(&l, g.blk_bad);
-        line_str(&l, " ioerr=");
-        line_u64(&l, g.blk_ioerr);
-        line_emit(&l, 0);
-    }
+    if (g.cfg.mode == MODE_BLK) blk_tick(now);
+    if (g.cfg.mode == MODE_NET) net_tick();
     g.corrupt_budget = CORRUPT_LINES_PER_TICK;
     if (g.cfg.ticks && e + 1 >= g.cfg.ticks) {
         say("guest: done");
@@ -189,6 +181,7 @@ static __attribute__((noreturn)) void run(u32 me, int bsp) {
         }
     }
     if (mode == MODE_BLK && bsp) blk_init();
+    if (mode == MODE_NET && bsp) net_init();
     __atomic_add_fetch(&g.populated, 1, __ATOMIC_SEQ_CST);
     if (bsp) {
         while (g.populated < n) cpu_relax();
@@ -266,6 +259,8 @@ static __attribute__((noreturn)) void run(u32 me, int bsp) {
             tlb_step = 1;
         } else if (mode == MODE_BLK && bsp) {
             blk_step();
+        } else if (mode == MODE_NET && bsp) {
+            net_step();
         } else {
             cpu_relax();
         }

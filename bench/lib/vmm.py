@@ -26,11 +26,22 @@ def ferry_cmd(mem_mb, cmdline, cpus=1, extra=()):
             "--cmdline", cmdline, *extra]
 
 
-def qemu_cmd(mem_mb, cmdline, cpus=1, extra=()):
-    return [QEMU, "-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm", "-cpu", "host",
+def qemu_cmd(mem_mb, cmdline, cpus=1, extra=(), machine_opts=""):
+    """machine_opts: more microvm options, e.g. "acpi=off" (with ACPI on, QEMU 7.2 does not
+    append virtio_mmio.device= entries to the command line; see qemu_blk_args)."""
+    machine = "microvm,x-option-roms=off,rtc=off" + ("," + machine_opts if machine_opts else "")
+    return [QEMU, "-M", machine, "-enable-kvm", "-cpu", "host",
             "-m", f"{mem_mb}M", "-smp", str(cpus), "-nodefaults", "-no-user-config", "-nographic",
             "-serial", "stdio", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", GUEST, "-append", cmdline, *extra]
+
+
+def qemu_blk_args(image, cache="writeback", aio="threads"):
+    """QEMU arguments for one virtio-blk disk the test guest can drive: a modern (version 2)
+    virtio-mmio transport (QEMU's default is legacy). Use with qemu_cmd(...,
+    machine_opts="acpi=off"), so that microvm appends `virtio_mmio.device=512@0xfeb00e00:12`."""
+    return ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-blk-device,drive=d0",
+            "-drive", f"id=d0,file={image},format=raw,if=none,cache={cache},aio={aio}"]
 
 
 class Guest:

@@ -1,8 +1,9 @@
 // virtio-blk end to end: the test guest's ring-3 virtio-mmio driver (mode=blk) writes a
-// pattern over the disk, reads it back and verifies it; the image holds the pattern
-// afterwards; a read-only disk gives the guest I/O errors on writes; a bad --disk is
-// one clear line; a guest with a disk migrates (same image path on both ends, like
-// shared storage) and keeps verifying on the destination.
+// pattern over the disk, reads it back and verifies it, taking the device's interrupts
+// (counted: irqs=); the image holds the pattern afterwards; a read-only disk gives the
+// guest I/O errors on writes; the guest's benchmark ops (blkop=) report a rate; without a
+// disk the guest says so; a bad --disk is one clear line; a guest with a disk migrates
+// (same image path on both ends, like shared storage) and keeps verifying on the destination.
 #include <signal.h>
 #include <unistd.h>
 
@@ -54,13 +55,13 @@ bool image_has_pattern(const std::string& path, uint64_t seed, uint64_t n) {
 }
 
 struct BlkLine {
-    uint64_t ok = 0, bad = 0, ioerr = 0;
+    uint64_t ok = 0, bad = 0, ioerr = 0, irqs = 0;
 };
 std::optional<BlkLine> parse_blk(const std::optional<std::string>& line) {
     std::smatch m;
-    static const std::regex re("^guest: blk ok=(\\d+) bad=(\\d+) ioerr=(\\d+)");
+    static const std::regex re("^guest: blk ok=(\\d+) bad=(\\d+) ioerr=(\\d+) irqs=(\\d+)");
     if (!line || !std::regex_search(*line, m, re)) return std::nullopt;
-    return BlkLine{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3])};
+    return BlkLine{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3]), std::stoull(m[4])};
 }
 
 std::string sock(const std::string& name) { return "/tmp/ferry-virtio-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
@@ -75,7 +76,7 @@ TEST_CASE("virtio-blk: the guest writes, reads back and verifies its disk", "[kv
     INFO(p.out_text() << p.err());
     REQUIRE(rc == 0);
     CHECK(p.out_text().find("guest: ready") != std::string::npos);
-    CHECK(p.out_text().find("guest: blk sectors=512 capacity=2048") != std::string::npos);
+    CHECK(p.out_text().find("guest: blk sectors=512 capacity=2048 base=0xd0000000 irq=5") != std::string::npos);
     std::optional<BlkLine> last;
     for (const auto& l : p.out_lines())
         if (auto b = parse_blk(l)) last = b;
@@ -83,6 +84,7 @@ TEST_CASE("virtio-blk: the guest writes, reads back and verifies its disk", "[kv
     CHECK(last->ok > 0);
     CHECK(last->bad == 0);
     CHECK(last->ioerr == 0);
+    CHECK(last->irqs > 0);  // IOAPIC pin 5 routed to the BSP, which runs with IF=1
     // A full pass went over the 512 sectors (64 chunks) only if ok >= 64; check what was written.
     if (last->ok >= 64) CHECK(image_has_pattern(img.path, 7, 512));
     else CHECK(image_has_pattern(img.path, 7, 8));
@@ -103,6 +105,39 @@ TEST_CASE("virtio-blk: a read-only disk gives the guest I/O errors on writes", "
     CHECK(last->ok == 0);
     CHECK(last->bad == 0);
     CHECK(image_has_pattern(img.path, 1, 1) == false);  // nothing was written
+}
+
+TEST_CASE("virtio-blk: the guest's benchmark ops report a rate; irq=off takes no interrupt", "[kvm][virtio]") {
+    Image img("bench", 1 << 20);
+    for (std::string op : {"randread", "write"}) {
+        DYNAMIC_SECTION(op) {
+            Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--disk", img.path, "--cmdline",
+                       "mode=blk wss=1M blkop=" + op + " bs=8K qd=4 irq=off ticks=2"});
+            auto rc = p.wait_exit(kLong);
+            INFO(p.out_text() << p.err());
+            REQUIRE(rc == 0);
+            std::smatch m;
+            std::string out = p.out_text();
+            REQUIRE(std::regex_search(out, m, std::regex("guest: blkbench op=" + op + " bs=8192 qd=4 iops=(\\d+) mibps=[0-9]+\\.[0-9]{2}\n")));
+            CHECK(std::stoull(m[1]) > 0);
+            std::optional<BlkLine> last;
+            for (const auto& l : p.out_lines())
+                if (auto b = parse_blk(l)) last = b;
+            REQUIRE(last);
+            CHECK(last->ok > 0);
+            CHECK(last->ioerr == 0);
+            CHECK(last->irqs == 0);
+        }
+    }
+}
+
+TEST_CASE("virtio-blk: mode=blk without a disk is one clear guest error", "[kvm][virtio]") {
+    Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--cmdline", "mode=blk"});
+    auto rc = p.wait_exit(kLong);
+    INFO(p.out_text() << p.err());
+    CHECK(rc == 2);
+    CHECK(p.out_text().find("guest: error blk no virtio-mmio device (no virtio_mmio.device= on the command line)") !=
+          std::string::npos);
 }
 
 TEST_CASE("virtio-blk: a bad --disk is one clear error line", "[kvm][virtio]") {
