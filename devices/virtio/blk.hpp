@@ -75,8 +75,11 @@ public:
 
 private:
     Blk(std::string id, Fd file, uint64_t capacity, bool readonly);
+    struct Request;
     void run();
     void process_locked();
+    bool submit_locked();
+    void complete_locked(Queue& q, const Request& rq);
 
     std::string id_;
     Fd file_;
