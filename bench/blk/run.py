@@ -22,7 +22,6 @@ Usage: bench/blk/run.py [--runs N] [--seconds N] [--size-mib N] [--dir DIR] [--m
                         [--cases op:bs:qd,...] [--irq on|off|both] [--no-qemu] [--json PATH]
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -160,18 +159,7 @@ def main():
     ap.add_argument("--json", default=os.path.join(vmm.ROOT, "bench", "results", "blk.json"))
     args = ap.parse_args()
 
-    # run copies of ferry and the guest: other work in the tree may rebuild them meanwhile
-    snap_dir = tempfile.mkdtemp(prefix="ferry-bench-bin-")
-    binary = {}
-    for attr in ("FERRY", "GUEST"):
-        src_path = getattr(vmm, attr)
-        dst_path = os.path.join(snap_dir, os.path.basename(src_path))
-        shutil.copy2(src_path, dst_path)
-        with open(dst_path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
-        binary[attr.lower()] = {"path": src_path, "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                time.localtime(os.stat(src_path).st_mtime)), "sha256_16": digest}
-        setattr(vmm, attr, dst_path)
+    snap_dir, binary = vmm.snapshot_binaries()
     image = os.path.join(args.dir, f"ferry-bench-blk-{os.getpid()}.img")
     try:
         make_image(image, args.size_mib)

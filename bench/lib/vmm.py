@@ -1,9 +1,12 @@
 """Shared helpers for ferry's benchmarks: launching ferry or QEMU microvm on the
 test guest, reading its serial lines with timestamps, and measuring RSS."""
+import hashlib
 import os
 import re
 import select
+import shutil
 import subprocess
+import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -11,6 +14,25 @@ BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(ROOT, "build"))
 FERRY = os.path.join(BUILD, "ferry")
 GUEST = os.path.join(BUILD, "guest", "ferry-testguest.elf")
 QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+def snapshot_binaries():
+    """Runs copies of ferry and the test guest (other work in the tree may rebuild them
+    meanwhile): points FERRY and GUEST at copies in a temporary folder and returns
+    (folder, {"ferry"|"guest": {path, mtime, sha256_16}}); the caller removes the folder."""
+    global FERRY, GUEST
+    snap_dir = tempfile.mkdtemp(prefix="ferry-bench-bin-")
+    binary = {}
+    for attr in ("FERRY", "GUEST"):
+        src_path = globals()[attr]
+        dst_path = os.path.join(snap_dir, os.path.basename(src_path))
+        shutil.copy2(src_path, dst_path)
+        with open(dst_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        binary[attr.lower()] = {"path": src_path, "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                time.localtime(os.stat(src_path).st_mtime)), "sha256_16": digest}
+        globals()[attr] = dst_path
+    return snap_dir, binary
 
 
 def host_tsc_khz():

@@ -19,7 +19,6 @@ Usage: bench/migration/run.py [--runs N] [--workload verify|dirty] [--mems 1024,
                               [--rates 0,50M] [--no-throughput] [--no-qemu] [--json PATH]
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -380,18 +379,7 @@ def main():
     ap.add_argument("--json", default=os.path.join(vmm.ROOT, "bench", "results", "migration.json"))
     args = ap.parse_args()
 
-    # run copies of ferry and the guest: other work in the tree may rebuild them meanwhile
-    snap_dir = tempfile.mkdtemp(prefix="ferry-bench-bin-")
-    binary = {}
-    for attr in ("FERRY", "GUEST"):
-        src_path = getattr(vmm, attr)
-        dst_path = os.path.join(snap_dir, os.path.basename(src_path))
-        shutil.copy2(src_path, dst_path)
-        with open(dst_path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
-        binary[attr.lower()] = {"path": src_path, "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                time.localtime(os.stat(src_path).st_mtime)), "sha256_16": digest}
-        setattr(vmm, attr, dst_path)
+    snap_dir, binary = vmm.snapshot_binaries()
     try:
         commit = subprocess.run(["git", "-C", vmm.ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip() or None

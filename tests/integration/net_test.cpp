@@ -23,6 +23,7 @@
 #include <regex>
 
 #include "process.hpp"
+#include "tests/common/mix64.hpp"
 
 using namespace ferry::test;
 using namespace std::chrono_literals;
@@ -35,15 +36,6 @@ constexpr uint64_t kSalt = 0x6e6574;
 using Mac = std::array<uint8_t, 6>;
 constexpr Mac kHostMac = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
 constexpr Mac kGuestMac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-
-uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
 
 int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
 

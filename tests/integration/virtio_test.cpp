@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "process.hpp"
+#include "tests/common/mix64.hpp"
 
 using namespace ferry::test;
 using namespace std::chrono_literals;
@@ -31,15 +32,6 @@ struct Image {
     }
     ~Image() { ::unlink(path.c_str()); }
 };
-
-uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
 
 // Sectors [0, n) of the image hold the guest's pattern for `seed` (guest/blk.c).
 bool image_has_pattern(const std::string& path, uint64_t seed, uint64_t n) {
