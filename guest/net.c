@@ -72,6 +72,10 @@ void net_init(void) {
         char b[3] = {hex[mac[i] >> 4], hex[mac[i] & 15], ':'};
         line_strn(&l, b, i < 5 ? 3 : 2);
     }
+    line_str(&l, " base=");
+    line_hex(&l, dev.base);
+    line_str(&l, " irq=");
+    line_u64(&l, dev.irq);
     line_emit(&l, 0);
     next_hello = rdtsc();
 }

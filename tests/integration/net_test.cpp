@@ -3,7 +3,8 @@
 // packet socket: it sees the guest's hello frames, sends requests and checks each
 // answer; a frame with a bad check is counted by the guest and not answered; a guest
 // with a network card migrates to a destination on another tap (as on another host)
-// and answers there; a tap that is taken is one clear error.
+// and answers there; a tap that is taken is one clear error; a card behind two disks is
+// the third virtio-mmio device (window, IRQ) and its interrupts arrive.
 //
 // Needs CAP_NET_ADMIN (`ip tuntap add`) besides /dev/kvm; without it the tests say why
 // and check nothing.
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <fstream>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <memory>
@@ -228,4 +230,29 @@ TEST_CASE("virtio-net: a guest with a network card migrates to another tap and a
     CHECK(last->bad == 0);
     dst.signal(SIGTERM);
     CHECK(dst.wait_exit(30s) == 0);
+}
+
+TEST_CASE("virtio-net: behind two disks the card is the third virtio-mmio device", "[kvm][virtio][net]") {
+    TapDev tap("m");
+    NEED_TAP(tap);
+    std::vector<std::string> images;
+    for (const char* n : {"a", "b"}) {
+        images.push_back("/tmp/ferry-net-" + std::to_string(::getpid()) + "-" + n + ".img");
+        std::ofstream(images.back(), std::ios::binary).seekp((1 << 20) - 1).put('\0');
+    }
+    Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--disk", images[0], "--disk", images[1], "--net",
+               "tap:" + tap.name + ",mac=02:00:00:00:00:07", "--cmdline", "mode=net"});
+    INFO("guest: " << p.out_text() << p.err());
+    CHECK(p.wait_line(std::regex("^guest: net mac=02:00:00:00:00:07 base=0xd0002000 irq=7$"), kLong));
+    // Requests to that MAC are answered, and the card's interrupts reach the guest.
+    Mac mac{0x02, 0, 0, 0, 0, 0x07};
+    for (uint32_t s = 1; s <= 5; ++s) tap.send(TapDev::Frame{mac, kHostMac, 1, s, mix64(kSalt ^ s)});
+    int answered = 0;
+    for (int i = 0; i < 50 && answered < 5; ++i)
+        if (auto f = tap.recv(1s); f && f->kind == 2 && f->src == mac && f->check == mix64(mix64(kSalt ^ f->seq))) ++answered;
+    CHECK(answered == 5);
+    CHECK(p.wait_line(std::regex("^guest: net tx=.* irqs=[1-9]"), 30s));
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit(30s) == 0);
+    for (const auto& i : images) ::unlink(i.c_str());
 }
