@@ -22,7 +22,6 @@ Usage: bench/blk/run.py [--runs N] [--seconds N] [--size-mib N] [--dir DIR] [--m
                         [--cases op:bs:qd,...] [--irq on|off|both] [--no-qemu] [--json PATH]
 """
 import argparse
-import json
 import os
 import re
 import select
@@ -277,10 +276,7 @@ def run_all(args, binary, image):
         "bench_seconds": time.monotonic() - t_bench,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"wrote {args.json}")
+    vmm.write_json(args.json, summary)
 
 
 if __name__ == "__main__":

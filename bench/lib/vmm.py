@@ -1,6 +1,7 @@
 """Shared helpers for ferry's benchmarks: launching ferry or QEMU microvm on the
 test guest, reading its serial lines with timestamps, and measuring RSS."""
 import hashlib
+import json
 import os
 import re
 import select
@@ -33,6 +34,14 @@ def snapshot_binaries():
                                 time.localtime(os.stat(src_path).st_mtime)), "sha256_16": digest}
         globals()[attr] = dst_path
     return snap_dir, binary
+
+
+def write_json(path, summary):
+    """Writes a bench's summary (creating its folder) and says where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"wrote {path}")
 
 
 def host_tsc_khz():

@@ -19,7 +19,6 @@ Usage: bench/migration/run.py [--runs N] [--workload verify|dirty] [--mems 1024,
                               [--rates 0,50M] [--no-throughput] [--no-qemu] [--json PATH]
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -508,10 +507,7 @@ def run_all(args, binary, commit, load_start):
         "bench_seconds": time.monotonic() - t_bench,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"wrote {args.json}")
+    vmm.write_json(args.json, summary)
 
 
 if __name__ == "__main__":
