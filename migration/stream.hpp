@@ -42,7 +42,8 @@ enum class SectionKind : uint16_t {
 };
 const char* section_name(SectionKind k);
 
-inline constexpr uint32_t kStreamVersion = 1;
+// 2: virtio device state carries each device's type and own state (net or blk).
+inline constexpr uint32_t kStreamVersion = 2;
 inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint32_t kMaxBatchPages = 256;
 inline constexpr uint64_t kMaxSectionPayload = 4 + kMaxBatchPages * (8 + kPageSize);  // a full RAM batch

@@ -116,7 +116,7 @@ TEST_CASE("the header describes the guest and mismatches are named", "[stream]")
     other.ram[1].size = 2ull << 30;
     CHECK(header_mismatch(h, other).find("RAM") != std::string::npos);
     other = h;
-    other.version = 2;
+    other.version = kStreamVersion + 1;
     CHECK(header_mismatch(h, other).find("version") != std::string::npos);
     auto bytes = encode_header(h);
     bytes[0] = 'X';
