@@ -35,7 +35,7 @@ std::unique_ptr<Process> destination(const std::string& mem, int cpus, int& port
         argv.push_back(qmp);
     }
     auto p = std::make_unique<Process>(argv);
-    auto got = p->wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    auto got = incoming_port(*p);
     INFO(p->err());
     REQUIRE(got);
     port = std::stoi(*got);
@@ -282,7 +282,7 @@ TEST_CASE("CPU models: a destination refuses features it does not offer, keeps t
         auto src = source(q, "64M", 1, "mode=verify wss=8M rate=1M");
         REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
         Process dst({ferry_bin(), "run", "--mem", "64M", "--cpu", "baseline", "--incoming", "tcp:127.0.0.1:0"});
-        auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+        auto port = incoming_port(dst);
         REQUIRE(port);
         auto mig = migrate(q, std::stoi(*port));
         auto rc = mig->wait_exit(kLong);

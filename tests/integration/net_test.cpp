@@ -201,7 +201,7 @@ TEST_CASE("virtio-net: a guest with a network card migrates to another tap and a
     {
         Process dst({ferry_bin(), "run", "--mem", "64M", "--net", "tap:" + b.name + ",mac=02:00:00:00:00:99", "--incoming",
                      "tcp:127.0.0.1:0"});
-        auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+        auto port = incoming_port(dst);
         REQUIRE(port);
         Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
         auto rc = mig.wait_exit(kLong);
@@ -213,7 +213,7 @@ TEST_CASE("virtio-net: a guest with a network card migrates to another tap and a
         CHECK(a.exchange(11, 5) == 5);
     }
     Process dst({ferry_bin(), "run", "--mem", "64M", "--net", "tap:" + b.name, "--incoming", "tcp:127.0.0.1:0"});
-    auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    auto port = incoming_port(dst);
     REQUIRE(port);
     Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
     auto mig_rc = mig.wait_exit(kLong);

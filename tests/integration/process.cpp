@@ -134,4 +134,8 @@ std::string Process::out_text() const {
     return s + out_partial_;
 }
 
+std::optional<std::string> incoming_port(Process& dst) {
+    return dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), std::chrono::seconds(30));
+}
+
 }  // namespace ferry::test

@@ -46,6 +46,10 @@ private:
     std::optional<int> status_;
 };
 
+// The port a `ferry run --incoming tcp:HOST:0` process printed on stderr ("incoming
+// migration on tcp:HOST:PORT"), waiting up to 30 s.
+std::optional<std::string> incoming_port(Process& dst);
+
 // Paths baked in by the build.
 std::string ferry_bin();
 std::string testguest_elf();

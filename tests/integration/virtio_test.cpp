@@ -156,7 +156,7 @@ TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm]
         "mode=blk wss=512K seed=3"});
     REQUIRE(src->wait_line(std::regex("^guest: blk ok=[1-9]"), kLong));
     Process dst({ferry_bin(), "run", "--mem", "64M", "--disk", img.path, "--incoming", "tcp:127.0.0.1:0"});
-    auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    auto port = incoming_port(dst);
     INFO(dst.err());
     REQUIRE(port);
     Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
@@ -189,7 +189,7 @@ TEST_CASE("virtio-blk: a destination without the disk refuses the guest; the sou
                  "mode=blk wss=256K seed=5"});
     REQUIRE(src.wait_line(std::regex("^guest: blk ok=[1-9]"), kLong));
     Process dst({ferry_bin(), "run", "--mem", "64M", "--incoming", "tcp:127.0.0.1:0"});
-    auto port = dst.wait_err(std::regex("incoming migration on tcp:[^ ]*:(\\d+)"), 30s);
+    auto port = incoming_port(dst);
     REQUIRE(port);
     Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
     auto mig_rc = mig.wait_exit(kLong);

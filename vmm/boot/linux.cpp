@@ -33,20 +33,21 @@ constexpr uint64_t kPtePs = 0x80;
 
 // Offsets inside boot_params / the bzImage file (the setup header sits at the same
 // offset in both), named after struct setup_header.
-constexpr uint64_t kOffSetupSects = offsetof(boot_params, hdr) + offsetof(setup_header, setup_sects);
-constexpr uint64_t kOffSyssize = offsetof(boot_params, hdr) + offsetof(setup_header, syssize);
-constexpr uint64_t kOffBootFlag = offsetof(boot_params, hdr) + offsetof(setup_header, boot_flag);
-constexpr uint64_t kOffJump = offsetof(boot_params, hdr) + offsetof(setup_header, jump);
-constexpr uint64_t kOffVersion = offsetof(boot_params, hdr) + offsetof(setup_header, version);
-constexpr uint64_t kOffLoadflags = offsetof(boot_params, hdr) + offsetof(setup_header, loadflags);
-constexpr uint64_t kOffInitrdAddrMax = offsetof(boot_params, hdr) + offsetof(setup_header, initrd_addr_max);
-constexpr uint64_t kOffKernelAlignment = offsetof(boot_params, hdr) + offsetof(setup_header, kernel_alignment);
-constexpr uint64_t kOffRelocatable = offsetof(boot_params, hdr) + offsetof(setup_header, relocatable_kernel);
-constexpr uint64_t kOffXloadflags = offsetof(boot_params, hdr) + offsetof(setup_header, xloadflags);
-constexpr uint64_t kOffCmdlineSize = offsetof(boot_params, hdr) + offsetof(setup_header, cmdline_size);
-constexpr uint64_t kOffPrefAddress = offsetof(boot_params, hdr) + offsetof(setup_header, pref_address);
-constexpr uint64_t kOffInitSize = offsetof(boot_params, hdr) + offsetof(setup_header, init_size);
-static_assert(kMagicOffset == offsetof(boot_params, hdr) + offsetof(setup_header, header));
+constexpr uint64_t hdr_off(uint64_t field) { return offsetof(boot_params, hdr) + field; }
+constexpr uint64_t kOffSetupSects = hdr_off(offsetof(setup_header, setup_sects));
+constexpr uint64_t kOffSyssize = hdr_off(offsetof(setup_header, syssize));
+constexpr uint64_t kOffBootFlag = hdr_off(offsetof(setup_header, boot_flag));
+constexpr uint64_t kOffJump = hdr_off(offsetof(setup_header, jump));
+constexpr uint64_t kOffVersion = hdr_off(offsetof(setup_header, version));
+constexpr uint64_t kOffLoadflags = hdr_off(offsetof(setup_header, loadflags));
+constexpr uint64_t kOffInitrdAddrMax = hdr_off(offsetof(setup_header, initrd_addr_max));
+constexpr uint64_t kOffKernelAlignment = hdr_off(offsetof(setup_header, kernel_alignment));
+constexpr uint64_t kOffRelocatable = hdr_off(offsetof(setup_header, relocatable_kernel));
+constexpr uint64_t kOffXloadflags = hdr_off(offsetof(setup_header, xloadflags));
+constexpr uint64_t kOffCmdlineSize = hdr_off(offsetof(setup_header, cmdline_size));
+constexpr uint64_t kOffPrefAddress = hdr_off(offsetof(setup_header, pref_address));
+constexpr uint64_t kOffInitSize = hdr_off(offsetof(setup_header, init_size));
+static_assert(kMagicOffset == hdr_off(offsetof(setup_header, header)));
 static_assert(kOffInitSize + 4 <= kSetupHeaderEnd);
 
 // Little-endian read; the caller has checked that [off, off+sizeof(T)) is in `f`.
