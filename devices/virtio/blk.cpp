@@ -69,7 +69,12 @@ struct Blk::Request {
     uint16_t head = 0;
     uint8_t status = kBlkSOk;
     bool submitted = false;
+    uint32_t type = 0;           // kBlkTIn, kBlkTOut or kBlkTFlush when submitted
+    uint64_t pos = 0;            // byte offset in the image
     uint64_t expect = 0;         // bytes the I/O must transfer
+    uint64_t done = 0;           // bytes transferred so far (a short transfer is resubmitted)
+    unsigned retries = 0;
+    Stream rest;                 // what the submitted SQE transfers: data past `done`
     uint32_t used_len = 0;       // bytes written to the guest
     Stream data;                 // the I/O buffers
     std::vector<std::pair<Gpa, uint64_t>> written;  // guest ranges written (dirty)
@@ -297,25 +302,11 @@ void Blk::process_locked() {
             rq.submitted = rq.status == kBlkSOk && (hdr.type == kBlkTIn || hdr.type == kBlkTOut || hdr.type == kBlkTFlush);
             if (rq.submitted && rq.expect == 0 && hdr.type != kBlkTFlush) rq.submitted = false;  // empty transfer
             if (rq.submitted) {
-                io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-                if (!sqe) {  // cannot happen: at most kRingEntries per batch
+                rq.type = hdr.type;
+                rq.pos = hdr.sector * 512;
+                if (!prep_locked(rq, reqs.size())) {  // cannot happen: at most kRingEntries per batch
                     rq.submitted = false;
                     rq.status = kBlkSIoErr;
-                } else {
-                    off_t pos = static_cast<off_t>(hdr.sector * 512);
-                    if (hdr.type == kBlkTIn)
-                        io_uring_prep_readv(sqe, file_.get(), rq.data.iov.data(), static_cast<unsigned>(rq.data.iov.size()), pos);
-                    else if (hdr.type == kBlkTOut) {
-                        io_uring_prep_writev(sqe, file_.get(), rq.data.iov.data(), static_cast<unsigned>(rq.data.iov.size()), pos);
-                        // A driver without FLUSH cannot ask for durability: write through.
-                        if (!(ctx_.features & kBlkFFlush)) sqe->rw_flags = RWF_DSYNC;
-                    }
-                    else
-                        io_uring_prep_fsync(sqe, file_.get(), IORING_FSYNC_DATASYNC);
-                    io_uring_sqe_set_data64(sqe, reqs.size());
-                    // Large transfers go to io_uring's workers, which copy in parallel (a
-                    // page-cache hit is otherwise copied inline, one request after another).
-                    if (rq.expect >= kAsyncBytes) sqe->flags |= IOSQE_ASYNC;
                 }
             }
             reqs.push_back(std::move(rq));
@@ -344,24 +335,101 @@ void Blk::process_locked() {
                 return;
             }
             unsigned head, seen = 0;
+            bool resubmit = false;
             io_uring_for_each_cqe(&ring_, head, cqe) {
                 ++seen;
                 uint64_t i = io_uring_cqe_get_data64(cqe);
                 if (i >= reqs.size() || !reqs[i].submitted) continue;
                 Request& rq = reqs[i];
-                if (cqe->res < 0 || static_cast<uint64_t>(cqe->res) != rq.expect) {
-                    log->debug("request {}: I/O result {} (expected {})", rq.head, cqe->res, rq.expect);
-                    rq.status = kBlkSIoErr;
+                if (retry_locked(rq, cqe->res) && prep_locked(rq, i)) {
+                    resubmit = true;
+                    continue;
                 }
                 rq.submitted = false;
                 inflight--;
                 complete_locked(q, rq);
             }
             io_uring_cq_advance(&ring_, seen);
+            if (resubmit && !submit_locked()) {
+                broken_ = true;
+                return;
+            }
         }
         if (ctx_.signal) ctx_.signal(0);
         if (broken_) return;
     }
+}
+
+// Queues the SQE for what is left of rq (index i in the batch); false if the ring is full.
+bool Blk::prep_locked(Request& rq, uint64_t i) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) return false;
+    if (rq.type == kBlkTFlush) {
+        io_uring_prep_fsync(sqe, file_.get(), IORING_FSYNC_DATASYNC);
+    } else {
+        rq.rest = stream_cut(rq.data, rq.done, rq.expect - rq.done);
+        auto pos = static_cast<off_t>(rq.pos + rq.done);
+        auto n = static_cast<unsigned>(rq.rest.iov.size());
+        if (rq.type == kBlkTIn) {
+            io_uring_prep_readv(sqe, file_.get(), rq.rest.iov.data(), n, pos);
+        } else {
+            io_uring_prep_writev(sqe, file_.get(), rq.rest.iov.data(), n, pos);
+            // A driver without FLUSH cannot ask for durability: write through.
+            if (!(ctx_.features & kBlkFFlush)) sqe->rw_flags = RWF_DSYNC;
+        }
+        // Large transfers go to io_uring's workers, which copy in parallel (a
+        // page-cache hit is otherwise copied inline, one request after another).
+        if (rq.expect - rq.done >= kAsyncBytes) sqe->flags |= IOSQE_ASYNC;
+    }
+    io_uring_sqe_set_data64(sqe, i);
+    return true;
+}
+
+// Accounts one completion of rq; true if the rest must be submitted again: a short
+// read or write (the kernel may stop early, e.g. at a signal or under memory
+// pressure) or an interrupted one. Anything else ends the request, an error as IOERR.
+bool Blk::retry_locked(Request& rq, int res) {
+    constexpr unsigned kMaxRetries = 16;
+    bool again = false;
+    if (res == -EINTR || res == -EAGAIN) {
+        again = true;
+    } else if (res < 0) {
+        warn_io_error(fmt::format("{} at byte {}: {}; the guest gets an I/O error",
+                                  rq.type == kBlkTIn ? "read" : rq.type == kBlkTOut ? "write" : "flush", rq.pos + rq.done,
+                                  std::strerror(-res)));
+        rq.status = kBlkSIoErr;
+        return false;
+    } else if (rq.type != kBlkTFlush) {
+        rq.done += std::min<uint64_t>(static_cast<uint64_t>(res), rq.expect - rq.done);
+        if (rq.done == rq.expect) return false;
+        if (res == 0) {  // end of file: the image shrank under us
+            warn_io_error(fmt::format("{} at byte {}: the image ends there; the guest gets an I/O error",
+                                      rq.type == kBlkTIn ? "read" : "write", rq.pos + rq.done));
+            rq.status = kBlkSIoErr;
+            return false;
+        }
+        again = true;
+    }
+    if (again && ++rq.retries > kMaxRetries) {
+        warn_io_error(fmt::format("request {} still incomplete after {} tries ({} of {} bytes); the guest gets an I/O error",
+                                  rq.head, kMaxRetries, rq.done, rq.expect));
+        rq.status = kBlkSIoErr;
+        return false;
+    }
+    if (again) logger("dev." + id_)->debug("request {}: result {}, {} of {} bytes done: resubmitting", rq.head, res, rq.done, rq.expect);
+    return again;
+}
+
+// A host I/O error is logged when it is the first, then at most once a second with
+// how many were not logged (a guest retrying a failing disk would flood the log).
+void Blk::warn_io_error(const std::string& what) {
+    auto now = std::chrono::steady_clock::now();
+    ++io_errors_;
+    if (io_errors_ > 1 && now - last_io_warn_ < std::chrono::seconds(1)) return;
+    uint64_t more = io_errors_ - logged_io_errors_ - 1;
+    logger("dev." + id_)->warn("{}{}", what, more ? fmt::format(" ({} more since the last message)", more) : "");
+    logged_io_errors_ = io_errors_;
+    last_io_warn_ = now;
 }
 
 // Submits the queued SQEs, retrying while the kernel is short of resources.

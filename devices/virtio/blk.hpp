@@ -17,6 +17,7 @@
 
 #include <liburing.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,6 +80,9 @@ private:
     void run();
     void process_locked();
     bool submit_locked();
+    bool prep_locked(Request& rq, uint64_t i);
+    bool retry_locked(Request& rq, int res);
+    void warn_io_error(const std::string& what);
     void complete_locked(Queue& q, const Request& rq);
 
     std::string id_;
@@ -92,6 +96,8 @@ private:
     bool active_ = false;  // guarded by work_mu_
     DeviceContext ctx_;    // guarded by work_mu_
     bool broken_ = false;  // queue unusable until reset
+    uint64_t io_errors_ = 0, logged_io_errors_ = 0;  // host I/O errors (guarded by work_mu_)
+    std::chrono::steady_clock::time_point last_io_warn_{};
     std::thread worker_;
 };
 

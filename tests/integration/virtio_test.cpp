@@ -148,6 +148,24 @@ TEST_CASE("virtio-blk: a bad --disk is one clear error line", "[kvm][virtio]") {
     }
 }
 
+TEST_CASE("virtio-blk: an image truncated under the guest gives it I/O errors and ferry a warning", "[kvm][virtio]") {
+    Image img("shrink", 1 << 20);
+    Process p({ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--disk", img.path, "--cmdline",
+               "mode=blk blkop=read bs=4096 qd=2"});
+    auto first = parse_blk(p.wait_line(std::regex("^guest: blk ok=[1-9]"), kLong));
+    REQUIRE(first);
+    CHECK(first->ioerr == 0);
+    // Reads past the new end return 0 bytes, one straddling it a short count: each is
+    // an I/O error for the guest (after ferry asked for the rest), never a crash.
+    REQUIRE(::truncate(img.path.c_str(), 6 * 1024) == 0);
+    auto later = parse_blk(p.wait_line(std::regex("^guest: blk ok=\\d+ bad=0 ioerr=[1-9]"), 30s));
+    INFO(p.out_text() << p.err());
+    REQUIRE(later);
+    CHECK(p.err().find("the image ends there; the guest gets an I/O error") != std::string::npos);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit(30s) == 0);
+}
+
 TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm][virtio][migration]") {
     Image img("mig", 1 << 20);
     auto q = sock("src");
@@ -167,8 +185,10 @@ TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm]
     std::optional<BlkLine> before;
     for (const auto& l : src->out_lines())
         if (auto b = parse_blk(l)) before = b;
+    INFO("source guest: " << src->out_text());
     REQUIRE(before);
     CHECK(before->bad == 0);
+    CHECK(before->ioerr == 0);
     // Two more reports on the destination: still counting, nothing bad.
     auto first = parse_blk(dst.wait_line(std::regex("^guest: blk ok="), 30s));
     REQUIRE(first);
