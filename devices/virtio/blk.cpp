@@ -341,9 +341,12 @@ void Blk::process_locked() {
                 uint64_t i = io_uring_cqe_get_data64(cqe);
                 if (i >= reqs.size() || !reqs[i].submitted) continue;
                 Request& rq = reqs[i];
-                if (retry_locked(rq, cqe->res) && prep_locked(rq, i)) {
-                    resubmit = true;
-                    continue;
+                if (retry_locked(rq, cqe->res)) {
+                    if (prep_locked(rq, i)) {
+                        resubmit = true;
+                        continue;
+                    }
+                    rq.status = kBlkSIoErr;  // cannot happen: the batch's SQEs were all submitted
                 }
                 rq.submitted = false;
                 inflight--;
