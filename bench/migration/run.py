@@ -405,7 +405,7 @@ def run_all(args, binary, commit, load_start):
             print("qemu-system-x86_64 not found: ferry only (scripts/install-deps installs it)")
 
     specs = []  # (name, group, mem, cmdline)
-    for mem in (int(m) for m in args.mems.split(",")):
+    for mem in (int(m) for m in args.mems.split(",") if m):  # --mems "" runs the throughput cases only
         for rate in args.rates.split(","):
             name = f"{mem // 1024 if mem % 1024 == 0 else mem}{'G' if mem % 1024 == 0 else 'M'} wss={args.wss} rate={rate}"
             specs.append((name, "latency", mem, f"mode={args.workload} wss={args.wss} rate={rate} tsc_khz={khz}"))
