@@ -158,6 +158,10 @@ Result<void> MigrationDestination::receive() {
                 logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
                                                             std::chrono::steady_clock::now() - t1).count());
                 (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());
+                // Tell the network the guest's MACs now sit behind this host (QEMU's
+                // announce-self, with its default schedule).
+                if (auto n = m_.announce(virtio::AnnounceParams{}); n && *n)
+                    logger("mig")->info("announcing {} network card(s) with RARP frames", *n);
                 return {};
             }
             case SectionKind::Error: {

@@ -69,6 +69,23 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
                         quit();
                         return nlohmann::json::object();
                     }});
+    // QEMU's announce-self (AnnounceParameters; `id` is not supported: one schedule per card).
+    // Like QEMU, a guest without network cards answers {} (nothing to announce).
+    cmds.push_back({"announce-self",
+                    {{"initial", ArgType::uinteger()},
+                     {"max", ArgType::uinteger()},
+                     {"rounds", ArgType::uinteger()},
+                     {"step", ArgType::uinteger()},
+                     {"interfaces", ArgType::array_of(ArgType::string()), true}},
+                    [m](const nlohmann::json& a, CallContext&) -> QmpResult {
+                        virtio::AnnounceParams p{a.at("initial").get<uint64_t>(), a.at("max").get<uint64_t>(),
+                                                 a.at("rounds").get<uint64_t>(), a.at("step").get<uint64_t>()};
+                        std::vector<std::string> ids;
+                        if (a.contains("interfaces")) ids = a.at("interfaces").get<std::vector<std::string>>();
+                        auto n = m->announce(p, ids);
+                        if (!n) return qmp_error(n.error().message());
+                        return nlohmann::json::object();
+                    }});
     cmds.push_back({"query-cpus-fast", {}, [m](const nlohmann::json&, CallContext&) { return query_cpus_fast(*m); }});
     cmds.push_back({"ferry-query-memory", {}, [m](const nlohmann::json&, CallContext&) { return query_memory(*m); }});
     for (auto& c : cmds) {

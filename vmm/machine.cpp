@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <future>
 #include <set>
 
@@ -360,6 +362,19 @@ void Machine::resume() {
     if (state_ != RunState::Paused) return;
     for (auto& t : threads_) t->resume();
     state_ = RunState::Running;
+}
+
+Result<size_t> Machine::announce(const virtio::AnnounceParams& p, const std::vector<std::string>& ids) {
+    if (auto ok = virtio::check_announce(p); !ok) return std::unexpected(ok.error());
+    std::vector<virtio::Net*> nets;
+    for (auto& t : virtio_)
+        if (auto* n = dynamic_cast<virtio::Net*>(&t->device()); n && (ids.empty() || std::ranges::find(ids, n->id()) != ids.end()))
+            nets.push_back(n);
+    for (const auto& id : ids)
+        if (std::ranges::none_of(nets, [&](auto* n) { return n->id() == id; }))
+            return fail(Domain::Config, fmt::format("announce: '{}' is not a network card of this guest", id));
+    for (auto* n : nets) n->announce(p);
+    return nets.size();
 }
 
 void Machine::set_postmigrate() {

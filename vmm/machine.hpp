@@ -92,6 +92,10 @@ public:
     void resume();
     // After a completed outgoing migration: paused for good.
     void set_postmigrate();
+    // Starts a self-announcement (RARP frames, devices/virtio/announce.hpp) on the
+    // network cards named in `ids` (empty: all of them); returns how many. An id that
+    // is not a network card fails before any card starts.
+    Result<size_t> announce(const virtio::AnnounceParams& p, const std::vector<std::string>& ids = {});
     // Stops and joins every vCPU thread; the machine cannot run again.
     void stop();
 

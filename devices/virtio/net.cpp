@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -62,13 +63,16 @@ Result<std::shared_ptr<Net>> Net::open(std::string id, const NetSpec& spec) {
     if (!tap) return std::unexpected(tap.error());
     std::shared_ptr<Net> n(new Net(std::move(id), std::move(*tap), spec.mac));
     if (!n->notify_.valid() || !n->stop_.valid()) return fail_errno(Domain::Device, "eventfd");
+    if (!n->announce_timer_.valid()) return fail_errno(Domain::Device, "timerfd_create");
     n->worker_ = std::thread([p = n.get()] { p->run(); });
     return n;
 }
 
 Net::Net(std::string id, Tap tap, const MacAddress& mac)
     : id_(std::move(id)), tap_(std::move(tap)), mac_(mac), notify_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), frame_(kVnetHdrSize + kMaxFrame) {}
+      stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      announce_timer_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)),
+      frame_(kVnetHdrSize + kMaxFrame) {}
 
 Net::~Net() {
     if (worker_.joinable()) {
@@ -111,6 +115,34 @@ Net::Counters Net::counters() const {
     return counters_;
 }
 
+void Net::announce(const AnnounceParams& p) {
+    std::lock_guard lock(work_mu_);
+    announce_ = p;
+    announce_left_ = p.rounds;
+    arm_announce_locked(0);
+}
+
+// Fires the timer after `ms` (0: at once).
+void Net::arm_announce_locked(uint64_t ms) {
+    itimerspec t{};
+    t.it_value.tv_sec = static_cast<time_t>(ms / 1000);
+    t.it_value.tv_nsec = static_cast<long>(ms % 1000 * 1000000 + (ms == 0 ? 1 : 0));  // all zero would disarm it
+    if (::timerfd_settime(announce_timer_.get(), 0, &t, nullptr) != 0)
+        logger("dev." + id_)->warn("announce: timerfd_settime: {}; no RARP frames sent", std::strerror(errno));
+}
+
+// Writes one RARP frame behind a zero header and arms the timer for the next.
+void Net::announce_step_locked() {
+    if (announce_left_ == 0) return;
+    auto frame = rarp_frame(mac_);
+    uint8_t hdr[kVnetHdrSize] = {};
+    iovec iov[2] = {{hdr, sizeof(hdr)}, {frame.data(), frame.size()}};
+    ssize_t n = ::writev(tap_.fd(), iov, 2);
+    if (n == static_cast<ssize_t>(sizeof(hdr) + frame.size())) counters_.announced++;
+    else logger("dev." + id_)->debug("announce: tap write: {}", n < 0 ? std::strerror(errno) : "short");
+    if (--announce_left_ > 0) arm_announce_locked(announce_gap_ms(announce_, announce_.rounds - announce_left_));
+}
+
 void Net::save_state(StateWriter& w) const { w.put_struct(State{mac_, 0}); }
 
 Result<void> Net::restore_state(StateReader& r) {
@@ -130,8 +162,11 @@ void Net::run() {
             std::lock_guard lock(work_mu_);
             want_rx = active_ && !broken_ && !rx_blocked_;
         }
-        pollfd fds[3] = {{stop_.get(), POLLIN, 0}, {notify_.get(), POLLIN, 0}, {tap_.fd(), static_cast<short>(want_rx ? POLLIN : 0), 0}};
-        int r = ::poll(fds, 3, -1);
+        pollfd fds[4] = {{stop_.get(), POLLIN, 0},
+                         {notify_.get(), POLLIN, 0},
+                         {tap_.fd(), static_cast<short>(want_rx ? POLLIN : 0), 0},
+                         {announce_timer_.get(), POLLIN, 0}};
+        int r = ::poll(fds, 4, -1);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             log->error("poll: {}", std::strerror(errno));
@@ -142,7 +177,13 @@ void Net::run() {
             uint64_t v;
             [[maybe_unused]] ssize_t n = ::read(notify_.get(), &v, sizeof(v));
         }
+        bool timer = false;
+        if (fds[3].revents & POLLIN) {
+            uint64_t expirations;
+            timer = ::read(announce_timer_.get(), &expirations, sizeof(expirations)) == sizeof(expirations);
+        }
         std::lock_guard lock(work_mu_);
+        if (timer) announce_step_locked();
         if (fds[1].revents & POLLIN) rx_blocked_ = false;  // maybe new receive buffers
         process_tx_locked();
         process_rx_locked();

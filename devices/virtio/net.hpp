@@ -17,10 +17,15 @@
 // the tap is not read until the driver adds buffers. A chain too small for it: the
 // frame is dropped and the chain completed with length 0.
 //
+// Announce (devices/virtio/announce.hpp): announce() starts a schedule of RARP frames
+// from the card's MAC, written to the tap by the worker on a timerfd; a new call
+// replaces a schedule in progress. Sent whatever the driver's state (it is the host
+// telling the network where the MAC is, as QEMU does).
+//
 // Threads: one worker owns the tap's data path; it polls the tap (when a frame can be
-// delivered), a notification eventfd (both queues, also KVM's ioeventfd) and a stop
-// eventfd, and does all queue work under `work_mu_`, which drain() and reset() take
-// too, so neither sees a request half done.
+// delivered), a notification eventfd (both queues, also KVM's ioeventfd), the announce
+// timerfd and a stop eventfd, and does all queue work under `work_mu_`, which drain()
+// and reset() take too, so neither sees a request half done.
 #pragma once
 
 #include <array>
@@ -32,6 +37,7 @@
 #include <vector>
 
 #include "devices/tap.hpp"
+#include "devices/virtio/announce.hpp"
 #include "devices/virtio/device.hpp"
 
 namespace ferry::virtio {
@@ -40,8 +46,6 @@ inline constexpr uint64_t kNetFMac = 1ull << 5, kNetFStatus = 1ull << 16;
 inline constexpr uint16_t kNetQueueSize = 256;
 inline constexpr uint16_t kNetRxQueue = 0, kNetTxQueue = 1;
 inline constexpr size_t kMaxFrame = 65535 + 14;  // what a tap may hand over (IP max + Ethernet)
-
-using MacAddress = std::array<uint8_t, 6>;
 
 struct NetSpec {
     std::string tap;
@@ -82,9 +86,13 @@ public:
     // Frames dropped so far (malformed, too big for the chain, tap write errors).
     struct Counters {
         uint64_t tx_frames = 0, rx_frames = 0, tx_dropped = 0, rx_dropped = 0;
+        uint64_t announced = 0;  // RARP frames written to the tap
     };
     Counters counters() const;
     const MacAddress& mac() const { return mac_; }
+
+    // Starts (or restarts) a self-announcement; `p` passed check_announce().
+    void announce(const AnnounceParams& p);
 
 private:
     Net(std::string id, Tap tap, const MacAddress& mac);
@@ -92,11 +100,13 @@ private:
     void process_tx_locked();
     void process_rx_locked();
     bool read_frame_locked();  // true: a frame is pending
+    void announce_step_locked();
+    void arm_announce_locked(uint64_t ms);
 
     std::string id_;
     Tap tap_;
     MacAddress mac_;
-    Fd notify_, stop_;
+    Fd notify_, stop_, announce_timer_;
     mutable std::mutex work_mu_;
     bool active_ = false;     // guarded by work_mu_
     DeviceContext ctx_;       // guarded by work_mu_
@@ -105,6 +115,8 @@ private:
     std::vector<uint8_t> frame_;  // a frame read from the tap, not yet delivered
     size_t frame_len_ = 0;        // 0: none pending
     Counters counters_;           // guarded by work_mu_
+    AnnounceParams announce_;     // guarded by work_mu_: the schedule in progress
+    uint64_t announce_left_ = 0;  // frames still to send
     std::thread worker_;
 };
 

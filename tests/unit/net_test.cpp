@@ -259,3 +259,30 @@ TEST_CASE("virtio-net: the MAC is checked on restore", "[virtio][net]") {
     REQUIRE_FALSE(bad);
     CHECK(bad.error().message().find("02:00:00:00:00:43") != std::string::npos);
 }
+
+TEST_CASE("virtio-net: announce writes RARP frames from the MAC to the tap, the number asked", "[virtio][net][announce]") {
+    NetRig r;
+    if (!r.ok) return;
+    int s = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kEthTypeRarp));
+    REQUIRE(s >= 0);
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(kEthTypeRarp);
+    a.sll_ifindex = r.host.ifindex;
+    REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+    r.net->announce(AnnounceParams{10, 30, 4, 10});  // at 0, 10, 30, 60 ms
+    std::vector<std::vector<uint8_t>> got;
+    pollfd p{s, POLLIN, 0};
+    while (::poll(&p, 1, 1000) > 0) {  // a second past the last one: no fifth
+        std::vector<uint8_t> b(2048);
+        ssize_t n = ::recv(s, b.data(), b.size(), 0);
+        if (n <= 0) break;
+        b.resize(static_cast<size_t>(n));
+        got.push_back(std::move(b));
+    }
+    ::close(s);
+    CHECK(got.size() == 4);
+    auto want = rarp_frame(r.net->mac());
+    for (const auto& f : got) CHECK(f == std::vector<uint8_t>(want.begin(), want.end()));
+    CHECK(r.net->counters().announced == 4);
+}
