@@ -74,7 +74,7 @@ struct Blk::Request {
     uint64_t expect = 0;         // bytes the I/O must transfer
     uint64_t done = 0;           // bytes transferred so far (a short transfer is resubmitted)
     unsigned retries = 0;
-    Stream rest;                 // what the submitted SQE transfers: data past `done`
+    Stream rest;                 // after a short transfer: the data past `done`
     uint32_t used_len = 0;       // bytes written to the guest
     Stream data;                 // the I/O buffers
     std::vector<std::pair<Gpa, uint64_t>> written;  // guest ranges written (dirty)
@@ -370,13 +370,15 @@ bool Blk::prep_locked(Request& rq, uint64_t i) {
     if (rq.type == kBlkTFlush) {
         io_uring_prep_fsync(sqe, file_.get(), IORING_FSYNC_DATASYNC);
     } else {
-        rq.rest = stream_cut(rq.data, rq.done, rq.expect - rq.done);
+        // The whole transfer the first time (no copy of the iovecs), what is left after.
+        if (rq.done > 0) rq.rest = stream_cut(rq.data, rq.done, rq.expect - rq.done);
+        const Stream& todo = rq.done > 0 ? rq.rest : rq.data;
         auto pos = static_cast<off_t>(rq.pos + rq.done);
-        auto n = static_cast<unsigned>(rq.rest.iov.size());
+        auto n = static_cast<unsigned>(todo.iov.size());
         if (rq.type == kBlkTIn) {
-            io_uring_prep_readv(sqe, file_.get(), rq.rest.iov.data(), n, pos);
+            io_uring_prep_readv(sqe, file_.get(), todo.iov.data(), n, pos);
         } else {
-            io_uring_prep_writev(sqe, file_.get(), rq.rest.iov.data(), n, pos);
+            io_uring_prep_writev(sqe, file_.get(), todo.iov.data(), n, pos);
             // A driver without FLUSH cannot ask for durability: write through.
             if (!(ctx_.features & kBlkFFlush)) sqe->rw_flags = RWF_DSYNC;
         }
