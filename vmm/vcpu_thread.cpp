@@ -94,9 +94,31 @@ void VcpuThread::loop() {
     }
 
     kvm_run* run = vcpu_.run_struct();
+    bool exit_pending = false;  // an exit was handled; KVM completes it on the next KVM_RUN
     for (;;) {
         {
             std::unique_lock lock(mu_);
+            if (exit_pending && want_ != Want::Run && !dead_) {
+                // KVM finishes an I/O or MMIO exit (an IN's data into RAX, RIP past the
+                // instruction) only when KVM_RUN is entered again, and that pending work is
+                // in no state userspace can save (KVM API, "KVM_RUN"). Enter it once with
+                // immediate_exit set, which completes the exit and runs no guest
+                // instruction, so a parked vCPU's registers are whole: a migration or a
+                // reset would otherwise run the last I/O instruction twice.
+                // Completing may need userspace again (the next part of a split MMIO
+                // access or of a string I/O): that exit is handled and completed in turn.
+                run->immediate_exit = 1;
+                lock.unlock();
+                int err = vcpu_.run();
+                exit_pending = err == 0;
+                if (err == 0 && !handle_exit()) {
+                    std::lock_guard dead_lock(mu_);
+                    dead_ = true;
+                } else if (err != 0 && err != EINTR && err != EAGAIN) {
+                    park_forever_after({ShutdownKind::Crash, 0, fmt::format("vCPU {}: KVM_RUN failed: {}", vcpu_.id(), std::strerror(err))});
+                }
+                continue;
+            }
             run->immediate_exit = 0;
             while (want_ == Want::Pause || (dead_ && want_ != Want::Stop)) {
                 state_ = State::Parked;
@@ -117,6 +139,7 @@ void VcpuThread::loop() {
             park_forever_after({ShutdownKind::Crash, 0, fmt::format("vCPU {}: KVM_RUN failed: {}", vcpu_.id(), std::strerror(err))});
             continue;
         }
+        exit_pending = true;
         if (!handle_exit()) {
             std::lock_guard lock(mu_);
             dead_ = true;

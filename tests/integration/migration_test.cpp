@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <memory>
 #include <regex>
 #include <thread>
 
 #include "process.hpp"
+#include "tests/common/elf_builder.hpp"
 
 using namespace ferry::test;
 using namespace std::chrono_literals;
@@ -309,4 +311,50 @@ TEST_CASE("CPU models: a destination refuses features it does not offer, keeps t
         dst->signal(SIGTERM);
         CHECK(dst->wait_exit(30s) == 0);
     }
+}
+
+TEST_CASE("a vCPU stopped right after an I/O exit completes it first: a migrated guest repeats no byte", "[kvm][migration]") {
+    // 32-bit PVH entry: xor eax,eax; mov dx,0x3f8; l: out dx,al; inc al; jmp l. The guest
+    // writes 0, 1, 2, ... to the serial port, one exit per byte, so a pause nearly always
+    // comes right after an OUT exit. With VMX or SVM, KVM moves RIP past such an OUT only
+    // on the next KVM_RUN: a state saved before that would make the destination write the
+    // byte again. (This host's kvm_pvm emulates ring 0 and moves RIP before the exit, so
+    // here the check holds even without the completion; an emulated IN would not.)
+    ElfBuilder b;
+    b.pvh_entry = static_cast<uint32_t>(b.paddr);
+    b.code = {0x31, 0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xfe, 0xc0, 0xeb, 0xfb};
+    auto elf = b.build();
+    std::string path = "/tmp/ferry-outloop-" + std::to_string(::getpid()) + ".elf";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
+    }
+    for (int round = 0; round < 3; ++round) {
+        auto q = sock("outloop");
+        auto src = std::make_unique<Process>(std::vector<std::string>{ferry_bin(), "run", "--kernel", path, "--mem", "16M", "--qmp", q});
+        REQUIRE(src->wait_line(std::regex("^"), kLong));  // byte 10 ends the first line
+        Process dst({ferry_bin(), "run", "--mem", "16M", "--incoming", "tcp:127.0.0.1:0"});
+        auto port = incoming_port(dst);
+        REQUIRE(port);
+        Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
+        auto rc = mig.wait_exit(kLong);
+        INFO("migrate: " << mig.out_text() << mig.err() << "\nsource: " << src->err() << "\ndest: " << dst.err());
+        REQUIRE(rc == 0);
+        REQUIRE(src->wait_exit(30s) == 0);
+        src->drain(200ms);  // it exited: read to the end
+        dst.wait_line(std::regex("^never$"), 1s);  // a second of the destination's bytes (it never falls quiet)
+        std::string all = src->out_text() + dst.out_text();
+        size_t src_bytes = src->out_text().size(), bad = 0, first_bad = 0;
+        for (size_t i = 1; i < all.size(); ++i) {
+            if (static_cast<uint8_t>(all[i]) != static_cast<uint8_t>(all[i - 1] + 1) && bad++ == 0) first_bad = i;
+        }
+        INFO("round " << round << ": " << src_bytes << " bytes on the source, " << all.size() - src_bytes << " on the destination; "
+                      << bad << " out of sequence, the first at " << first_bad);
+        CHECK(static_cast<uint8_t>(all[0]) == 0);
+        CHECK(all.size() > src_bytes + 256);  // the guest ran on the destination
+        CHECK(bad == 0);
+        dst.signal(SIGTERM);
+        CHECK(dst.wait_exit(30s) == 0);
+    }
+    ::unlink(path.c_str());
 }
