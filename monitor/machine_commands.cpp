@@ -62,8 +62,10 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
                         if (m->run_state() == RunState::Running) emit("RESUME", nullptr);
                         return nlohmann::json::object();
                     }});
-    cmds.push_back({"system_reset", {}, [](const nlohmann::json&, CallContext&) -> QmpResult {
-                        return qmp_error("system_reset is not supported by ferry yet: it cannot reset a guest's vCPUs and devices");
+    cmds.push_back({"system_reset", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+                        if (auto ok = m->reset(); !ok) return qmp_error(ok.error().message());
+                        emit("RESET", host_shutdown_event_data("host-qmp-system-reset"));
+                        return nlohmann::json::object();
                     }});
     cmds.push_back({"quit", {}, [quit](const nlohmann::json&, CallContext&) -> QmpResult {
                         quit();

@@ -180,6 +180,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
         if (auto ok = m->load_kernel(); !ok) return std::unexpected(ok.error());
     }
     if (auto ok = slots.get(); !ok) return std::unexpected(ok.error());
+    if (cfg.load_kernel) {
+        if (auto ok = m->capture_power_on(); !ok) return std::unexpected(ok.error());
+    }
     return m;
 }
 

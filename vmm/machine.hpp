@@ -92,6 +92,10 @@ public:
     void resume();
     // After a completed outgoing migration: paused for good.
     void set_postmigrate();
+    // QMP system_reset (vmm/machine_reset.cpp): back to the state before the first
+    // instruction, the kernel loaded again; a paused machine stays paused. Refused for
+    // a guest that arrived by migration, outside running/paused, or while migrating.
+    Result<void> reset();
     // Starts a self-announcement (RARP frames, devices/virtio/announce.hpp) on the
     // network cards named in `ids` (empty: all of them); returns how many. An id that
     // is not a network card fails before any card starts.
@@ -140,6 +144,7 @@ private:
     Result<void> setup_vcpus();
     Result<void> load_kernel();
     Result<void> probe_saveable_msrs();
+    Result<void> capture_power_on();
     void request_shutdown(ShutdownRequest req);
 
     MachineConfig cfg_;
@@ -163,6 +168,13 @@ private:
     std::vector<uint32_t> saveable_msrs_;
     std::vector<CpuidTable> vcpu_cpuid_;  // what each vCPU was given (KVM_SET_CPUID2)
     bool manual_dirty_log_ = false;
+    std::atomic<bool> dirty_logging_{false};  // a migration is under way
+    struct PowerOnState {
+        std::vector<VcpuState> vcpus;
+        VmState vm;
+        std::vector<uint8_t> devices;
+    };
+    std::optional<PowerOnState> power_on_;  // what reset() goes back to; none for an incoming guest
 
     Fd shutdown_event_;
     mutable std::mutex mu_;

@@ -166,6 +166,7 @@ Result<void> Machine::set_dirty_logging(bool on) {
         if (auto ok = vm_.set_user_memory_region(r.slot, r.start.raw(), r.size(), r.map.addr(), on ? KVM_MEM_LOG_DIRTY_PAGES : 0); !ok)
             return ok;
     }
+    dirty_logging_ = on;
     return {};
 }
 

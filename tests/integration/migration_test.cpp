@@ -210,6 +210,12 @@ TEST_CASE("a guest migrates twice, A to B to C", "[kvm][migration]") {
     Process* b = nullptr;
     std::unique_ptr<Process> b_holder;
     migrate_and_check(*a, qa, "128M", 1, b, b_holder, qb);
+    {
+        // B was given no kernel: it cannot boot the guest again, and says so.
+        Process reset({ferry_bin(), "qmp", "--qmp", qb, "system_reset"});
+        CHECK(reset.wait_exit(30s) == 1);
+        CHECK(reset.err().find("arrived by migration") != std::string::npos);
+    }
     Process* c = nullptr;
     std::unique_ptr<Process> c_holder;
     migrate_and_check(*b, qb, "128M", 1, c, c_holder);

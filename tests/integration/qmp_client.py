@@ -146,7 +146,6 @@ def scenario_protocol(path):
     want = {"qmp_capabilities", "query-status", "stop", "cont", "system_reset", "quit", "query-cpus-fast",
             "query-version", "query-commands", "ferry-query-memory"}
     check(want <= names, "query-commands lists %s, got %s" % (sorted(want), sorted(names)))
-    check("not supported" in error_of(q.cmd("system_reset")), "system_reset says it is not supported")
 
     # Bad input, each with QEMU's error.
     q.send_raw(b'{"execute": }\n')
@@ -262,6 +261,15 @@ def scenario_cont(path):
     q.close()
 
 
+def scenario_reset(path):
+    q = Qmp(path)
+    r = q.cmd("system_reset", id="r")
+    check(r == {"return": {}, "id": "r"}, "system_reset returns {}: %r" % r)
+    ev = q.wait_event("RESET")
+    check(ev.get("data") == {"guest": False, "reason": "host-qmp-system-reset"}, "RESET data: %r" % ev)
+    q.close()
+
+
 def scenario_cpus(path, n, pid):
     q = Qmp(path)
     cpus = q.cmd("query-cpus-fast")["return"]
@@ -339,6 +347,8 @@ def main(argv):
             scenario_stop(path)
         elif scenario == "cont":
             scenario_cont(path)
+        elif scenario == "reset":
+            scenario_reset(path)
         elif scenario == "cpus":
             scenario_cpus(path, int(rest[0]), int(rest[1]))
         elif scenario == "memory":

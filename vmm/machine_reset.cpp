@@ -1,0 +1,67 @@
+// System reset (QMP system_reset): the machine goes back to the state it had before its
+// first instruction, captured when it was created, and the kernel is loaded again.
+//
+// The capture is the same state a migration carries (vmm/machine_state.cpp): each
+// vCPU's registers, LAPIC, MSRs and MP state (the APs wait for INIT/SIPI again), the
+// in-kernel PIC/IOAPIC/PIT, kvmclock (restored with KVM_CLOCK_REALTIME, so the guest's
+// clock keeps counting instead of going back), the 8250, the RTC and every virtio
+// transport (status 0: the driver must set the device up again). RAM is not cleared,
+// as on real hardware and in QEMU; the kernel, initrd, boot information and MP table
+// are written again. A guest that arrived by migration has no capture (its destination
+// was given no kernel) and is refused.
+#include <fmt/format.h>
+
+#include "base/log.hpp"
+#include "vmm/machine.hpp"
+
+namespace ferry {
+
+Result<void> Machine::capture_power_on() {
+    PowerOnState p;
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        auto v = save_vcpu(i);
+        if (!v) return std::unexpected(v.error());
+        v->cpuid.clear();  // it keeps the CPUID it has (KVM refuses a KVM_SET_CPUID2 after KVM_RUN)
+        p.vcpus.push_back(std::move(*v));
+    }
+    auto vm = save_vm();
+    if (!vm) return std::unexpected(vm.error());
+    p.vm = *vm;
+    StateWriter w;
+    save_devices(w);
+    p.devices = w.take();
+    power_on_ = std::move(p);
+    return {};
+}
+
+Result<void> Machine::reset() {
+    std::lock_guard lock(mu_);
+    if (!power_on_)
+        return fail(Domain::Kvm, "system_reset: this guest arrived by migration and ferry has no kernel to boot it again");
+    if (state_ != RunState::Running && state_ != RunState::Paused)
+        return fail(Domain::Kvm, fmt::format("system_reset: the guest is {}", run_state_name(state_)));
+    if (dirty_logging_) return fail(Domain::Kvm, "system_reset: a migration is in progress (cancel it first)");
+    const bool was_running = state_ == RunState::Running;
+    for (auto& t : threads_) t->pause();  // each completes its last exit first
+    for (auto& v : virtio_) v->drain();   // nothing in flight writes RAM afterwards
+    auto restore = [&]() -> Result<void> {
+        StateReader r(power_on_->devices);
+        if (auto ok = restore_devices(r); !ok) return ok;
+        if (auto ok = restore_vm(power_on_->vm); !ok) return ok;
+        for (size_t i = 0; i < vcpus_.size(); ++i)
+            if (auto ok = restore_vcpu(i, power_on_->vcpus[i]); !ok) return ok;
+        return load_kernel();
+    };
+    if (auto ok = restore(); !ok) {
+        state_ = RunState::Paused;
+        return fail(Domain::Kvm, fmt::format("system_reset failed: {}; the guest is paused and may be half reset (quit it, or fix "
+                                             "the cause and system_reset again)",
+                                             ok.error().message()));
+    }
+    logger("vmm")->info("system reset: the guest boots again");
+    if (was_running)
+        for (auto& t : threads_) t->resume();
+    return {};
+}
+
+}  // namespace ferry
