@@ -58,6 +58,9 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
                    "x2APIC: any x86-64 server), optionally minus features (host,-avx512f); a migration destination "
                    "refuses a guest using features its model lacks, and keeps the source's CPUID")
         ->type_name("host|baseline[,-FEATURE...]");
+    run.add_flag_callback("--no-reboot", [&a] { a.no_reboot = "on"; },
+                          "when the guest resets itself (i8042, KVM system event), exit instead of booting it again "
+                          "(QEMU's -no-reboot; the default reboots, as QEMU does)");
     run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
                           "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
     run.add_option("--incoming", a.incoming,

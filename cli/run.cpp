@@ -138,7 +138,17 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
                 if (req->code != 0) errorln(fmt::format("guest powered off with status {}", req->code));
                 break;
             case ShutdownKind::Reset:
-                errorln(req->detail + "; ferry does not reboot guests, exiting");
+                if (plan->reboot) {
+                    auto rebooted = (*machine)->reset();
+                    if (rebooted) {
+                        emit("RESET", shutdown_event);  // {"guest": true, "reason": "guest-reset"}
+                        shutdown_event = host_shutdown_event_data("host-error");  // as before the loop: replaced by what ends it
+                        return;  // the guest boots again; ferry goes on
+                    }
+                    errorln(req->detail + "; cannot boot it again: " + rebooted.error().message() + "; exiting");
+                } else {
+                    errorln(req->detail + "; exiting (--no-reboot)");
+                }
                 exit_status = 0;
                 break;
             case ShutdownKind::Crash:

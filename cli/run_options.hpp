@@ -25,6 +25,7 @@ struct RunArgs {
     std::optional<std::string> prealloc, memory_report;  // flags: "on" / "off"
     std::vector<std::string> disks, nets;
     std::optional<std::string> keep_source;
+    std::optional<std::string> no_reboot;  // "on": a guest reset ends ferry
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };
@@ -48,6 +49,7 @@ struct RunPlan {
     std::optional<std::string> qmp;
     std::optional<std::string> incoming;  // tcp:HOST:PORT, or "defer" (wait for migrate-incoming)
     bool keep_source = false;
+    bool reboot = true;  // a guest reset boots the guest again (else ferry exits)
 };
 // Validates every field; the error names the option and the bad value.
 Result<RunPlan> plan_run(const RunArgs& args);

@@ -92,9 +92,11 @@ public:
     void resume();
     // After a completed outgoing migration: paused for good.
     void set_postmigrate();
-    // QMP system_reset (vmm/machine_reset.cpp): back to the state before the first
-    // instruction, the kernel loaded again; a paused machine stays paused. Refused for
-    // a guest that arrived by migration, outside running/paused, or while migrating.
+    // QMP system_reset or the guest's own reset (vmm/machine_reset.cpp): back to the
+    // state before the first instruction, the kernel loaded again; a paused machine
+    // stays paused; a pending reset request is consumed. Refused for a guest that
+    // arrived by migration, outside running/paused, while migrating, or while a
+    // power-off or crash is pending.
     Result<void> reset();
     // Starts a self-announcement (RARP frames, devices/virtio/announce.hpp) on the
     // network cards named in `ids` (empty: all of them); returns how many. An id that

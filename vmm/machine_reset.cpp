@@ -1,4 +1,4 @@
-// System reset (QMP system_reset): the machine goes back to the state it had before its
+// Reset (QMP system_reset, and the guest's own reset unless --no-reboot): the machine goes back to the state it had before its
 // first instruction, captured when it was created, and the kernel is loaded again.
 //
 // The capture is the same state a migration carries (vmm/machine_state.cpp): each
@@ -9,6 +9,8 @@
 // as on real hardware and in QEMU; the kernel, initrd, boot information and MP table
 // are written again. A guest that arrived by migration has no capture (its destination
 // was given no kernel) and is refused.
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "base/log.hpp"
@@ -37,10 +39,22 @@ Result<void> Machine::capture_power_on() {
 Result<void> Machine::reset() {
     std::lock_guard lock(mu_);
     if (!power_on_)
-        return fail(Domain::Kvm, "system_reset: this guest arrived by migration and ferry has no kernel to boot it again");
+        return fail(Domain::Kvm, "reset: this guest arrived by migration and ferry has no kernel to boot it again");
     if (state_ != RunState::Running && state_ != RunState::Paused)
-        return fail(Domain::Kvm, fmt::format("system_reset: the guest is {}", run_state_name(state_)));
-    if (dirty_logging_) return fail(Domain::Kvm, "system_reset: a migration is in progress (cancel it first)");
+        return fail(Domain::Kvm, fmt::format("reset: the guest is {}", run_state_name(state_)));
+    if (dirty_logging_) return fail(Domain::Kvm, "reset: a migration is in progress (cancel it first)");
+    {
+        // A pending request: the guest's own reset is what this carries out (forget it);
+        // a power-off or a crash wins over a reset.
+        std::lock_guard slock(shutdown_mu_);
+        if (shutdown_ && shutdown_->kind != ShutdownKind::Reset)
+            return fail(Domain::Kvm, "reset: the guest is stopping (" + shutdown_->detail + ")");
+        if (shutdown_) {
+            shutdown_.reset();
+            uint64_t v;
+            [[maybe_unused]] ssize_t n = ::read(shutdown_event_.get(), &v, sizeof(v));
+        }
+    }
     const bool was_running = state_ == RunState::Running;
     for (auto& t : threads_) t->pause();  // each completes its last exit first
     for (auto& v : virtio_) v->drain();   // nothing in flight writes RAM afterwards
@@ -54,11 +68,12 @@ Result<void> Machine::reset() {
     };
     if (auto ok = restore(); !ok) {
         state_ = RunState::Paused;
-        return fail(Domain::Kvm, fmt::format("system_reset failed: {}; the guest is paused and may be half reset (quit it, or fix "
-                                             "the cause and system_reset again)",
+        return fail(Domain::Kvm, fmt::format("reset failed: {}; the guest is paused and may be half reset (quit it, or fix "
+                                             "the cause and reset again)",
                                              ok.error().message()));
     }
-    logger("vmm")->info("system reset: the guest boots again");
+    logger("vmm")->info("reset: the guest boots again");
+    for (auto& t : threads_) t->revive();  // a vCPU that asked for the reset parked for good
     if (was_running)
         for (auto& t : threads_) t->resume();
     return {};

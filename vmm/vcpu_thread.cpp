@@ -69,6 +69,11 @@ bool VcpuThread::paused() const {
     return state_ == State::Parked;
 }
 
+void VcpuThread::revive() {
+    std::lock_guard lock(mu_);
+    dead_ = false;
+}
+
 void VcpuThread::stop() {
     {
         std::lock_guard lock(mu_);

@@ -43,6 +43,9 @@ public:
     // Ends the thread and joins it. Idempotent.
     void stop();
     bool paused() const;
+    // For a reset: a vCPU parked for good (it crashed or asked for a reset) may run again
+    // once its state was restored. Call while it is paused.
+    void revive();
     // The host thread id (gettid) of the vCPU thread; 0 before start().
     pid_t tid() const;
 

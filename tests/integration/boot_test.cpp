@@ -138,3 +138,40 @@ TEST_CASE("the test guest boots under QEMU microvm too", "[kvm][qemu]") {
     REQUIRE(rc);
     CHECK(*rc == 1);  // isa-debug-exit reports (0 << 1) | 1
 }
+
+TEST_CASE("a guest's own reset boots it again; with --no-reboot ferry exits", "[kvm][boot][reset]") {
+    // 32-bit PVH entry: print 'A' on the serial port, reset through the i8042 (0xfe to
+    // port 0x64), then hlt. Each boot prints one 'A'.
+    ElfBuilder b;
+    b.pvh_entry = static_cast<uint32_t>(b.paddr);
+    b.code = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x41, 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
+    auto elf = b.build();
+    std::string path = "/tmp/ferry-reset-" + std::to_string(::getpid()) + ".elf";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
+    }
+    {
+        Process p({ferry_bin(), "run", "--kernel", path, "--mem", "16M"});
+        auto booted = [&] {
+            std::string out = p.out_text();
+            return std::count(out.begin(), out.end(), 'A');
+        };
+        auto deadline = std::chrono::steady_clock::now() + kBoot;
+        while (booted() < 3 && std::chrono::steady_clock::now() < deadline) p.wait_line(std::regex("^never$"), 200ms);
+        INFO(p.out_text() << p.err());
+        CHECK(booted() >= 3);
+        CHECK(p.out_text().find_first_not_of('A') == std::string::npos);
+        p.signal(SIGTERM);
+        CHECK(p.wait_exit(30s) == 0);
+    }
+    {
+        Process p({ferry_bin(), "run", "--kernel", path, "--mem", "16M", "--no-reboot"});
+        auto rc = p.wait_exit(kBoot);
+        INFO(p.out_text() << p.err());
+        CHECK(rc == 0);
+        CHECK(p.out_text() == "A");
+        CHECK(p.err().find("guest reset through the i8042; exiting (--no-reboot)") != std::string::npos);
+    }
+    ::unlink(path.c_str());
+}
