@@ -93,7 +93,7 @@ void Serial::emit(uint8_t byte) {
     for (;;) {
         ssize_t n = ::write(out_fd_, &byte, 1);
         if (n == 1) return;
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR && !abandoned_) continue;
         return;  // console gone: drop the byte, never stall the guest on it
     }
 }

@@ -4,6 +4,7 @@
 //   +3 LCR  +4 MCR  +5 LSR  +6 MSR  +7 SCR
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -31,6 +32,11 @@ public:
     State state() const;
     void set_state(const State& s);
 
+    // The machine is stopping for good: a write blocked on a console nobody reads gives
+    // up (its byte is dropped) when the vCPU is kicked, instead of being retried, so
+    // ferry can exit. Until then a full console stalls the vCPU (no byte is lost).
+    void abandon_output() { abandoned_ = true; }
+
 private:
     uint8_t read_reg(uint64_t reg);
     void write_reg(uint64_t reg, uint8_t v);
@@ -42,6 +48,7 @@ private:
     bool irq_level_ = false;
     int out_fd_;
     IrqFn irq_;
+    std::atomic<bool> abandoned_{false};
 };
 
 }  // namespace ferry

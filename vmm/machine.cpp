@@ -387,6 +387,7 @@ void Machine::set_postmigrate() {
 
 void Machine::stop() {
     std::lock_guard lock(mu_);
+    if (serial_) serial_->abandon_output();  // a vCPU blocked on a stalled console must see the stop
     for (auto& t : threads_) t->stop();
     if (state_ != RunState::Prelaunch && state_ != RunState::InMigrate) state_ = RunState::Shutdown;
     write_memory_report();  // after the vCPUs stopped, before RAM is unmapped

@@ -1,5 +1,7 @@
 // Boot the test guest under ferry (and QEMU microvm) and check its serial lines.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -7,6 +9,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "process.hpp"
 #include "tests/common/elf_builder.hpp"
@@ -174,4 +177,32 @@ TEST_CASE("a guest's own reset boots it again; with --no-reboot ferry exits", "[
         CHECK(p.err().find("guest reset through the i8042; exiting (--no-reboot)") != std::string::npos);
     }
     ::unlink(path.c_str());
+}
+
+TEST_CASE("SIGTERM ends ferry even when nobody reads the guest's console", "[kvm][signal][serial]") {
+    // The guest writes to the serial port without pause; the console is a FIFO that the
+    // test opens and never reads, so the vCPU soon sits in a blocked write. The stop must
+    // still reach it (the byte in flight is dropped) and ferry exits.
+    ElfBuilder b;
+    b.pvh_entry = static_cast<uint32_t>(b.paddr);
+    b.code = {0x31, 0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xfe, 0xc0, 0xeb, 0xfb};  // l: out dx,al; inc al; jmp l
+    auto elf = b.build();
+    const std::string base = "/tmp/ferry-stall-" + std::to_string(::getpid());
+    {
+        std::ofstream f(base + ".elf", std::ios::binary);
+        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
+    }
+    REQUIRE(::mkfifo((base + ".fifo").c_str(), 0600) == 0);
+    int reader = ::open((base + ".fifo").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(reader >= 0);
+    Process p({ferry_bin(), "run", "--kernel", base + ".elf", "--mem", "16M", "--serial", "file:" + base + ".fifo"});
+    std::this_thread::sleep_for(1500ms);  // the FIFO (64 KiB) is full long before
+    CHECK_FALSE(p.wait_exit(0ms));
+    p.signal(SIGTERM);
+    auto rc = p.wait_exit(30s);
+    INFO(p.err());
+    CHECK(rc == 0);
+    ::close(reader);
+    ::unlink((base + ".fifo").c_str());
+    ::unlink((base + ".elf").c_str());
 }
