@@ -266,15 +266,9 @@ def run_all(args, binary, image):
         "tsc_khz": khz,
         "vmms": kinds,
         "qemu_note": qemu_note,
-        "qemu_version": subprocess.run([vmm.QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-        if len(kinds) > 1 else None,
-        "host": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "ferry_binary": binary,
-        "git_head": commit,
         "cases": cases,
         "targets": targets,
-        "bench_seconds": time.monotonic() - t_bench,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **vmm.run_facts(len(kinds) > 1, load_start, binary, commit, t_bench),
     }
     vmm.write_json(args.json, summary)
 

@@ -36,6 +36,20 @@ def snapshot_binaries():
     return snap_dir, binary
 
 
+def run_facts(with_qemu, load_start, binary, commit, t_bench):
+    """What every bench summary records about its run: QEMU's version (if it ran), the
+    host's CPUs and load, the binaries measured, the git head, duration and time."""
+    return {
+        "qemu_version": subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        if with_qemu else None,
+        "host": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "ferry_binary": binary,
+        "git_head": commit,
+        "bench_seconds": time.monotonic() - t_bench,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def write_json(path, summary):
     """Writes a bench's summary (creating its folder) and says where."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

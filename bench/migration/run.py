@@ -497,15 +497,9 @@ def run_all(args, binary, commit, load_start):
         "downtime_limit_ms": DOWNTIME_LIMIT_MS,
         "qemu_max_bandwidth": QEMU_NO_CAP,
         "tsc_khz": khz,
-        "qemu_version": subprocess.run([vmm.QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-        if "qemu" in kinds else None,
-        "host": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "ferry_binary": binary,
-        "git_head": commit,
         "cases": cases,
         "targets": targets,
-        "bench_seconds": time.monotonic() - t_bench,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **vmm.run_facts("qemu" in kinds, load_start, binary, commit, t_bench),
     }
     vmm.write_json(args.json, summary)
 
