@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 namespace ferry::test {
@@ -59,5 +61,20 @@ struct ElfBuilder {
         return f;
     }
 };
+
+// 32-bit code for a PVH entry: xor eax,eax; mov dx,0x3f8; l: out dx,al; inc al; jmp l.
+// Writes 0, 1, 2, ... to the serial port, one I/O exit per byte, for ever.
+inline const std::vector<uint8_t> kSerialCounterLoop = {0x31, 0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xfe, 0xc0, 0xeb, 0xfb};
+
+// Writes a kernel whose PVH entry is the first byte of `code` to `path`; true if written.
+inline bool write_raw_kernel(const std::string& path, const std::vector<uint8_t>& code) {
+    ElfBuilder b;
+    b.pvh_entry = static_cast<uint32_t>(b.paddr);
+    b.code = code;
+    auto elf = b.build();
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
+    return static_cast<bool>(f);
+}
 
 }  // namespace ferry::test

@@ -106,15 +106,8 @@ TEST_CASE("a guest error powers off with its status", "[kvm][boot]") {
 
 TEST_CASE("a triple fault ends ferry run with the crash status", "[kvm][crash]") {
     // ud2 at the PVH entry with no IDT: #UD -> #GP -> #DF -> triple fault.
-    ElfBuilder b;
-    b.pvh_entry = static_cast<uint32_t>(b.paddr);
-    b.code = {0x0f, 0x0b};
-    auto elf = b.build();
     std::string path = "/tmp/ferry-triple-" + std::to_string(::getpid()) + ".elf";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
-    }
+    REQUIRE(write_raw_kernel(path, {0x0f, 0x0b}));
     Process p({ferry_bin(), "run", "--kernel", path, "--mem", "16M"});
     auto rc = p.wait_exit(kBoot);
     ::unlink(path.c_str());
@@ -145,15 +138,8 @@ TEST_CASE("the test guest boots under QEMU microvm too", "[kvm][qemu]") {
 TEST_CASE("a guest's own reset boots it again; with --no-reboot ferry exits", "[kvm][boot][reset]") {
     // 32-bit PVH entry: print 'A' on the serial port, reset through the i8042 (0xfe to
     // port 0x64), then hlt. Each boot prints one 'A'.
-    ElfBuilder b;
-    b.pvh_entry = static_cast<uint32_t>(b.paddr);
-    b.code = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x41, 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
-    auto elf = b.build();
     std::string path = "/tmp/ferry-reset-" + std::to_string(::getpid()) + ".elf";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
-    }
+    REQUIRE(write_raw_kernel(path, {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x41, 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd}));
     {
         Process p({ferry_bin(), "run", "--kernel", path, "--mem", "16M"});
         auto booted = [&] {
@@ -183,15 +169,8 @@ TEST_CASE("SIGTERM ends ferry even when nobody reads the guest's console", "[kvm
     // The guest writes to the serial port without pause; the console is a FIFO that the
     // test opens and never reads, so the vCPU soon sits in a blocked write. The stop must
     // still reach it (the byte in flight is dropped) and ferry exits.
-    ElfBuilder b;
-    b.pvh_entry = static_cast<uint32_t>(b.paddr);
-    b.code = {0x31, 0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xfe, 0xc0, 0xeb, 0xfb};  // l: out dx,al; inc al; jmp l
-    auto elf = b.build();
     const std::string base = "/tmp/ferry-stall-" + std::to_string(::getpid());
-    {
-        std::ofstream f(base + ".elf", std::ios::binary);
-        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
-    }
+    REQUIRE(write_raw_kernel(base + ".elf", kSerialCounterLoop));
     REQUIRE(::mkfifo((base + ".fifo").c_str(), 0600) == 0);
     int reader = ::open((base + ".fifo").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     REQUIRE(reader >= 0);

@@ -320,21 +320,13 @@ TEST_CASE("CPU models: a destination refuses features it does not offer, keeps t
 }
 
 TEST_CASE("a vCPU stopped right after an I/O exit completes it first: a migrated guest repeats no byte", "[kvm][migration]") {
-    // 32-bit PVH entry: xor eax,eax; mov dx,0x3f8; l: out dx,al; inc al; jmp l. The guest
-    // writes 0, 1, 2, ... to the serial port, one exit per byte, so a pause nearly always
-    // comes right after an OUT exit. With VMX or SVM, KVM moves RIP past such an OUT only
+    // kSerialCounterLoop writes 0, 1, 2, ... to the serial port, one exit per byte, so a
+    // pause nearly always comes right after an OUT exit. With VMX or SVM, KVM moves RIP past such an OUT only
     // on the next KVM_RUN: a state saved before that would make the destination write the
     // byte again. (This host's kvm_pvm emulates ring 0 and moves RIP before the exit, so
     // here the check holds even without the completion; an emulated IN would not.)
-    ElfBuilder b;
-    b.pvh_entry = static_cast<uint32_t>(b.paddr);
-    b.code = {0x31, 0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xfe, 0xc0, 0xeb, 0xfb};
-    auto elf = b.build();
     std::string path = "/tmp/ferry-outloop-" + std::to_string(::getpid()) + ".elf";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(elf.data()), static_cast<std::streamsize>(elf.size()));
-    }
+    REQUIRE(write_raw_kernel(path, kSerialCounterLoop));
     for (int round = 0; round < 3; ++round) {
         auto q = sock("outloop");
         auto src = std::make_unique<Process>(std::vector<std::string>{ferry_bin(), "run", "--kernel", path, "--mem", "16M", "--qmp", q});
