@@ -101,10 +101,18 @@ ap64:
         jmp park_forever
 
 /* enter_user(rip, rsp, arg, rflags): iretq to ring 3 at rip with stack rsp and the given RFLAGS
- * (0x2: IF=0; 0x202: IF=1), IOPL=0; arg in %rdi */
+ * (0x2: IF=0; 0x202: IF=1) plus IOPL=3; arg in %rdi.
+ * Ring-3 port I/O has two grants, and each host honours only one of them:
+ * - kvm_pvm ignores IOPL (it reads back 0), so the TSS I/O bitmap (cpu_setup) opens the
+ *   console and exit ports;
+ * - QEMU's TCG (the nested test VM, docs/testing.md) consults the bitmap only while TR's
+ *   descriptor type is 9 (available). KVM reports TR as busy (type 11) in KVM_GET_SREGS,
+ *   as VMX requires, so after a migration or a restore TCG would refuse every ring-3 port
+ *   access with #GP; IOPL=3 lets the access through without the bitmap. */
         .text
         .globl enter_user
 enter_user:
+        orq $0x3000, %rcx               /* IOPL=3 */
         movw $SEL_UDATA, %ax
         movw %ax, %ds
         movw %ax, %es
