@@ -68,7 +68,11 @@ Result<void> Machine::restore_vcpu(size_t index, const VcpuState& s) {
     std::vector<uint8_t> xsave = s.xsave;
     xsave.resize(xsave_size_, 0);
     if (auto ok = v.set_xsave(xsave); !ok) return ok;
-    if (auto ok = v.set_xcrs(s.xcrs); !ok) return ok;
+    // A host CPU without XSAVE has no XCRs: KVM_GET_XCRS reports none and KVM_SET_XCRS
+    // fails (EINVAL) whatever it is given, so an empty set is not restored (as QEMU does).
+    if (s.xcrs.nr_xcrs > 0) {
+        if (auto ok = v.set_xcrs(s.xcrs); !ok) return ok;
+    }
     if (auto ok = v.set_debugregs(s.debugregs); !ok) return ok;
     if (auto ok = v.set_lapic(s.lapic); !ok) return ok;
     // Only MSRs this host can save are restored; an MSR the source had and this host
