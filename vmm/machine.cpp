@@ -149,7 +149,7 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
             uint32_t bits = leaf->eax & 0xff;
             uint64_t top = ram_layout(cfg.mem_size).back().start.raw() + ram_layout(cfg.mem_size).back().size;
             if (bits >= 32 && bits < 64 && top > (1ull << bits))
-                return fail(Domain::Config, fmt::format("--mem {} does not fit this host's {}-bit guest-physical address space",
+                return fail(Domain::Config, fmt::format("--mem {}: that much guest RAM does not fit this host's {}-bit guest-physical address space",
                                                         format_size(cfg.mem_size), bits));
         }
     }
