@@ -307,7 +307,7 @@ TEST_CASE("the QMP socket: stale replaced, live or non-socket refused, mode 0600
     CHECK_FALSE(exists(sock));
 }
 
-TEST_CASE("QMP system_reset boots the guest again with a RESET event; a paused guest stays paused", "[kvm][qmp][reset]") {
+TEST_CASE("QMP system_reset boots the guest again with a RESET event; a paused guest stays paused", "[kvm][qmp][reset][noxsave]") {
     auto sock = socket_path("reset");
     std::string img = "/tmp/ferry-qmp-" + std::to_string(::getpid()) + "-reset.img";
     std::ofstream(img, std::ios::binary).seekp((1 << 20) - 1).put('\0');
