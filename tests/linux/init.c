@@ -1,18 +1,231 @@
 // /init of the initramfs that ferry's Linux boot test boots (scripts/build-linux
-// builds it with gcc -static). One line each on the console:
+// builds it with gcc -static). Linux's own drivers are ferry's clients here. One line
+// each on the console:
 //   ferry-init: hello
-//   ferry-init: cpus=N                (online CPUs, from sysconf)
-//   ferry-init: vda read=512 head=XXXXXXXXXXXXXXXX | ferry-init: vda absent
-// then powers off: a write to ferry's exit port 0xf4 (ends `ferry run` with status
-// 0; ignored by a VMM without one) and reboot(RB_POWER_OFF).
+//   ferry-init: cpus=N                        (online CPUs, from sysconf)
+//   ferry-init: vda absent | ferry-init: vda read=512 head=XXXXXXXXXXXXXXXX
+//   ferry-init: vda write=65536 readback=ok|bad irqs=N
+//       a 64 KiB pattern (from ferry.seed=N) written at byte 1 MiB with O_DIRECT, read
+//       back with O_DIRECT; the test then finds it in the image file
+//   ferry-init: eth0 absent | ferry-init: eth0 mac=M pong=ok|timeout tries=N irqs=N
+//       frames of type 0x88b6 over a packet socket: "ferry-linux ping SEED SEQ" sent
+//       to the broadcast address until the host side of the tap answers "ferry-linux
+//       pong SEED SEQ"
+//   with ferry.memtest=MiB: a memory-checking loop that never ends, one line a second
+//   ferry-init: mem pass=N bad=B             (B: pages that lost their last stamp)
+// then powers off: `ferry-init: powering off status=S` (S: 0, or 1 for a bad disk
+// readback plus 2 for no pong), a write of S to ferry's exit port 0xf4 (`ferry run`
+// exits with S) and reboot(RB_POWER_OFF).
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/io.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
+
+enum { kPatternOff = 1 << 20, kPatternLen = 64 << 10, kEtherType = 0x88b6 };
+
+static char cmdline[4096];
+
+// The value of `key=` on the kernel command line, or NULL.
+static const char *param(const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = cmdline; (p = strstr(p, key)) != NULL; p += n)
+        if ((p == cmdline || p[-1] == ' ') && p[n] == '=') return p + n + 1;
+    return NULL;
+}
+
+// splitmix64's finaliser, as tests/common/mix64.hpp has it (the test recomputes the pattern).
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+// The interrupts counted on every CPU for the /proc/interrupts line whose name is `name`.
+static long irq_count(const char *name) {
+    FILE *f = fopen("/proc/interrupts", "r");
+    if (!f) return -1;
+    char line[1024];
+    long total = -1;
+    while (fgets(line, sizeof(line), f)) {
+        size_t len = strcspn(line, "\n");
+        line[len] = 0;
+        size_t nl = strlen(name);
+        if (len < nl + 1 || strcmp(line + len - nl, name) != 0 || line[len - nl - 1] != ' ') continue;
+        char *p = strchr(line, ':');
+        if (!p) continue;
+        total = 0;
+        for (char *end;; p = end) {
+            long v = strtol(p + 1, &end, 10);
+            if (end == p + 1) break;
+            total += v;
+        }
+    }
+    fclose(f);
+    return total;
+}
+
+// The virtioN name of the first virtio device with `device_id` (1 net, 2 block).
+static int virtio_name(int device_id, char *out, size_t size) {
+    for (int i = 0; i < 8; ++i) {
+        char path[64];
+        snprintf(path, sizeof(path), "/sys/bus/virtio/devices/virtio%d/device", i);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        unsigned id = 0;
+        int ok = fscanf(f, "%x", &id) == 1;
+        fclose(f);
+        if (ok && (int)id == device_id) {
+            snprintf(out, size, "virtio%d", i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int check_disk(uint64_t seed) {
+    int fd = open("/dev/vda", O_RDWR);
+    if (fd < 0) {
+        printf("ferry-init: vda absent\n");
+        return 0;
+    }
+    unsigned char sector[512] = {0};
+    ssize_t n = read(fd, sector, sizeof(sector));
+    printf("ferry-init: vda read=%zd head=", n);
+    for (int i = 0; i < 8; ++i) printf("%02x", sector[i]);
+    printf("\n");
+    close(fd);
+
+    fd = open("/dev/vda", O_RDWR | O_DIRECT);
+    uint64_t *out = mmap(NULL, kPatternLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint64_t *in = mmap(NULL, kPatternLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fd < 0 || out == MAP_FAILED || in == MAP_FAILED) {
+        printf("ferry-init: vda O_DIRECT open failed\n");
+        return 1;
+    }
+    for (size_t i = 0; i < kPatternLen / 8; ++i) out[i] = mix64(seed * 0x10000 + i);
+    ssize_t w = pwrite(fd, out, kPatternLen, kPatternOff);
+    int synced = fsync(fd) == 0;
+    ssize_t r = pread(fd, in, kPatternLen, kPatternOff);
+    int ok = w == kPatternLen && r == kPatternLen && synced && memcmp(in, out, kPatternLen) == 0;
+    close(fd);
+    char name[16] = "";
+    virtio_name(2, name, sizeof(name));
+    printf("ferry-init: vda write=%zd readback=%s irqs=%ld\n", w, ok ? "ok" : "bad", irq_count(name));
+    return ok ? 0 : 1;
+}
+
+static int check_net(uint64_t seed) {
+    // The index through the packet socket itself: glibc's if_nametoindex wants an AF_UNIX
+    // or AF_INET socket, and this kernel has neither.
+    int s = socket(AF_PACKET, SOCK_RAW, htons(kEtherType));
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "eth0");
+    if (s < 0 || ioctl(s, SIOCGIFINDEX, &ifr) != 0) {
+        printf("ferry-init: eth0 absent\n");
+        if (s >= 0) close(s);
+        return 0;
+    }
+    const int ifindex = ifr.ifr_ifindex;
+    ioctl(s, SIOCGIFFLAGS, &ifr);
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) perror("ferry-init: eth0 up");
+    unsigned char mac[6] = {0};
+    if (ioctl(s, SIOCGIFHWADDR, &ifr) == 0) memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    struct sockaddr_ll a;
+    memset(&a, 0, sizeof(a));
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(kEtherType);
+    a.sll_ifindex = ifindex;
+    bind(s, (struct sockaddr *)&a, sizeof(a));
+
+    int tries = 0, ok = 0;
+    const double deadline = now_s() + 120;  // the nested test VM is slow
+    while (!ok && now_s() < deadline) {
+        ++tries;
+        unsigned char frame[64] = {0};
+        memset(frame, 0xff, 6);
+        memcpy(frame + 6, mac, 6);
+        frame[12] = kEtherType >> 8;
+        frame[13] = kEtherType & 0xff;
+        snprintf((char *)frame + 14, sizeof(frame) - 14, "ferry-linux ping %llu %d", (unsigned long long)seed, tries);
+        a.sll_halen = 6;
+        memset(a.sll_addr, 0xff, 6);
+        if (sendto(s, frame, sizeof(frame), 0, (struct sockaddr *)&a, sizeof(a)) != (ssize_t)sizeof(frame))
+            perror("ferry-init: eth0 send");
+        char want[48];
+        snprintf(want, sizeof(want), "ferry-linux pong %llu ", (unsigned long long)seed);
+        const double until = now_s() + 1;
+        while (!ok && now_s() < until) {
+            struct pollfd p = {s, POLLIN, 0};
+            if (poll(&p, 1, 200) <= 0) continue;
+            unsigned char in[1600];
+            ssize_t n = recv(s, in, sizeof(in), 0);
+            if (n >= 14 + (ssize_t)strlen(want) && memcmp(in + 14, want, strlen(want)) == 0) ok = 1;
+        }
+    }
+    char name[16] = "";
+    virtio_name(1, name, sizeof(name));
+    printf("ferry-init: eth0 mac=%02x:%02x:%02x:%02x:%02x:%02x pong=%s tries=%d irqs=%ld\n", mac[0], mac[1], mac[2],
+           mac[3], mac[4], mac[5], ok ? "ok" : "timeout", tries, irq_count(name));
+    close(s);
+    return ok ? 0 : 2;
+}
+
+// Rewrites `mib` MiB page by page, each page stamped with (pass, page), checking the
+// previous pass's stamp first; a pass and a line a second (a dirty rate of `mib` MiB/s
+// that precopy converges on). Never returns.
+static void memtest(long mib) {
+    const size_t pages = (size_t)mib << 8;
+    uint64_t *mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        printf("ferry-init: mem mmap of %ld MiB failed\n", mib);
+        return;
+    }
+    uint64_t bad = 0;
+    double next = now_s() + 1;
+    for (uint64_t pass = 1;; ++pass) {
+        for (size_t pg = 0; pg < pages; ++pg) {
+            uint64_t *w = mem + pg * 512;
+            if (pass > 1 && (w[0] != mix64((pass - 1) << 32 | pg) || w[511] != ~w[0])) ++bad;
+            w[0] = mix64(pass << 32 | pg);
+            w[511] = ~w[0];
+        }
+        printf("ferry-init: mem pass=%llu bad=%llu\n", (unsigned long long)pass, (unsigned long long)bad);
+        double wait = next - now_s();
+        if (wait > 0) {
+            struct timespec t = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
+            nanosleep(&t, NULL);
+        }
+        next += 1;
+        if (next < now_s()) next = now_s() + 1;
+    }
+}
 
 int main(void) {
     mkdir("/dev", 0755);
@@ -29,25 +242,29 @@ int main(void) {
         if (con > 2) close(con);
     }
     setvbuf(stdout, NULL, _IONBF, 0);
+    int cf = open("/proc/cmdline", O_RDONLY);
+    if (cf >= 0) {
+        ssize_t n = read(cf, cmdline, sizeof(cmdline) - 1);
+        if (n > 0) cmdline[n] = 0;
+        cmdline[strcspn(cmdline, "\n")] = 0;
+        close(cf);
+    }
+    const char *seed_s = param("ferry.seed");
+    uint64_t seed = seed_s ? strtoull(seed_s, NULL, 10) : 1;
 
     printf("ferry-init: hello\n");
     printf("ferry-init: cpus=%ld\n", sysconf(_SC_NPROCESSORS_ONLN));
+    int status = check_disk(seed) | check_net(seed);
+    const char *mt = param("ferry.memtest");
+    if (mt) memtest(strtol(mt, NULL, 10));
 
-    int vda = open("/dev/vda", O_RDONLY);
-    if (vda < 0) {
-        printf("ferry-init: vda absent\n");
-    } else {
-        unsigned char sector[512] = {0};
-        ssize_t n = read(vda, sector, sizeof(sector));
-        printf("ferry-init: vda read=%zd head=", n);
-        for (int i = 0; i < 8; ++i) printf("%02x", sector[i]);
-        printf("\n");
-        close(vda);
-    }
-
-    printf("ferry-init: powering off\n");
+    printf("ferry-init: powering off status=%d\n", status);
     sync();
-    if (ioperm(0xf4, 4, 1) == 0) outl(0, 0xf4);
+    tcdrain(STDOUT_FILENO);  // the 8250 sends the line before ferry exits on the port write
+    if (ioperm(0xf4, 4, 1) == 0)
+        outl((unsigned)status, 0xf4);
+    else
+        perror("ferry-init: ioperm(0xf4)");
     reboot(RB_POWER_OFF);
     for (;;) pause();
 }
