@@ -291,7 +291,7 @@ TEST_CASE("a Linux guest migrates while its init checks memory", "[kvm][linux][m
     }
     const std::string qmp = "/tmp/ferry-linux-mig-" + std::to_string(::getpid()) + ".sock";
     Process src({ferry_bin(), "run", "--kernel", *dir + "/bzImage", "--initrd", *dir + "/initramfs.cpio.lz4", "--mem", "256M",
-                 "--cpus", "1", "--qmp", qmp, "--cmdline", "console=ttyS0 ferry.memtest=32"});
+                 "--cpus", "1", "--qmp", qmp, "--cmdline", "console=ttyS0 ferry.memtest=16"});
     // The loop's own line, twice: the pattern is written and checked once.
     auto first = src.wait_line(std::regex(R"(^ferry-init: mem pass=([2-9]|[0-9]{2,}) )"), kLinuxInit);
     INFO("source console:\n" << src.out_text() << "\nsource stderr:\n" << src.err());
@@ -300,7 +300,10 @@ TEST_CASE("a Linux guest migrates while its init checks memory", "[kvm][linux][m
     auto port = incoming_port(dst);
     INFO("destination stderr:\n" << dst.err());
     REQUIRE(port);
-    Process mig({ferry_bin(), "migrate", "--qmp", qmp, "--to", "tcp:127.0.0.1:" + *port});
+    // A generous downtime limit: this checks that no page is lost, not how fast the
+    // switch-over is, and in the nested test VM the stream runs at emulated speed (with
+    // 32 MiB rewritten a second and 300 ms it did not converge there once).
+    Process mig({ferry_bin(), "migrate", "--qmp", qmp, "--to", "tcp:127.0.0.1:" + *port, "--downtime-limit", "5000"});
     auto mig_rc = mig.wait_exit(300s);
     INFO("migrate:\n" << mig.out_text() << mig.err());
     REQUIRE(mig_rc == 0);
