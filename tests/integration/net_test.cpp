@@ -190,12 +190,17 @@ TEST_CASE("virtio-net: the guest's frames reach the tap and it answers requests"
     CHECK(hello->src == kGuestMac);
     CHECK(hello->dst == Mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff});
     CHECK(hello->check == mix64(kSalt ^ hello->seq));
-    CHECK(tap.exchange(1, 20) == 20);
+    // 20 requests, at most 8 in flight: the guest drops an answer when its 16-entry
+    // transmit ring is full (txfull=), which a slow host (the nested test VM) can make
+    // happen with 20 at once.
+    CHECK(tap.exchange(1, 8) + tap.exchange(9, 8) + tap.exchange(17, 4) == 20);
     // A request with a bad check is counted, not answered.
     tap.send(TapDev::Frame{kGuestMac, kHostMac, 1, 99, 12345});
     CHECK(tap.exchange(100, 5) == 5);
+    // The guest's counters, from its next status lines (one a second; on a slow host
+    // several may already be waiting, so read on for up to a minute's worth).
     std::optional<NetLine> last;
-    for (int i = 0; i < 5 && !(last && last->rx >= 25 && last->bad >= 1); ++i) last = parse_net(p.wait_line(std::regex("^guest: net tx="), 30s));
+    for (int i = 0; i < 60 && !(last && last->rx >= 25 && last->bad >= 1); ++i) last = parse_net(p.wait_line(std::regex("^guest: net tx="), 30s));
     REQUIRE(last);
     CHECK(last->rx == 25);
     CHECK(last->bad == 1);
@@ -249,7 +254,7 @@ TEST_CASE("virtio-net: a guest with a network card migrates to another tap and a
     // The guest now lives behind tap b: its hellos and answers come out there.
     CHECK(b.exchange(100, 10) == 10);
     std::optional<NetLine> last;
-    for (int i = 0; i < 5 && !(last && last->rx >= 25); ++i) last = parse_net(dst.wait_line(std::regex("^guest: net tx="), 30s));
+    for (int i = 0; i < 60 && !(last && last->rx >= 25); ++i) last = parse_net(dst.wait_line(std::regex("^guest: net tx="), 30s));
     REQUIRE(last);
     CHECK(last->rx == 25);  // 15 on the source, 10 here: the counters came along
     CHECK(last->bad == 0);
