@@ -49,30 +49,21 @@ constexpr uint64_t kSeed = 7;
 constexpr size_t kPatternOff = 1 << 20, kPatternLen = 64 << 10;
 constexpr uint16_t kPingType = 0x88b6;
 
-int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
-
 // A tap device for one test, up, with a packet socket on its host side that answers
 // init's "ferry-linux ping SEED SEQ" frames with "ferry-linux pong SEED SEQ".
 class PingTap {
 public:
     PingTap() {
         name = "fyl" + std::to_string(::getpid() % 100000);
-        if (sh("ip tuntap add dev " + name + " mode tap") != 0) {
+        if (!add_tap(name)) {
             name.clear();
             return;
         }
-        sh("sysctl -w net.ipv6.conf." + name + ".disable_ipv6=1");
-        if (sh("ip link set " + name + " up") != 0) return;
-        sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kPingType));
-        sockaddr_ll a{};
-        a.sll_family = AF_PACKET;
-        a.sll_protocol = htons(kPingType);
-        a.sll_ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
-        if (sock_ >= 0 && ::bind(sock_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) ifindex_ = a.sll_ifindex;
+        sock_ = tap_packet_socket(name, kPingType, ifindex_);
     }
     ~PingTap() {
         if (sock_ >= 0) ::close(sock_);
-        if (!name.empty()) sh("ip link del " + name);
+        if (!name.empty()) del_tap(name);
     }
     bool ok() const { return ifindex_ > 0; }
     // Answers every ping waiting on the socket.

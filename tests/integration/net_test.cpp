@@ -40,33 +40,24 @@ using Mac = std::array<uint8_t, 6>;
 constexpr Mac kHostMac = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
 constexpr Mac kGuestMac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 
-int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
-
 // A tap device made for one test, up, and a packet socket on its host side.
 class TapDev {
 public:
     explicit TapDev(const std::string& tag) {
         name = "fy" + std::to_string(::getpid() % 100000) + tag;
-        if (sh("ip tuntap add dev " + name + " mode tap") != 0) {
+        if (!add_tap(name)) {
             name.clear();
             return;
         }
-        sh("sysctl -w net.ipv6.conf." + name + ".disable_ipv6=1");  // no router solicitations to the guest
-        if (sh("ip link set " + name + " up") != 0) return;
-        sock_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kType));
-        sockaddr_ll a{};
-        a.sll_family = AF_PACKET;
-        a.sll_protocol = htons(kType);
-        a.sll_ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
-        if (sock_ >= 0 && ::bind(sock_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) ifindex_ = a.sll_ifindex;
-        rarp_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kRarp));
-        a.sll_protocol = htons(kRarp);
-        if (rarp_ < 0 || ::bind(rarp_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) ifindex_ = 0;
+        int index = 0, rarp_index = 0;
+        sock_ = tap_packet_socket(name, kType, index);
+        rarp_ = tap_packet_socket(name, kRarp, rarp_index);
+        if (sock_ >= 0 && rarp_ >= 0) ifindex_ = index;
     }
     ~TapDev() {
         if (sock_ >= 0) ::close(sock_);
         if (rarp_ >= 0) ::close(rarp_);
-        if (!name.empty()) sh("ip link del " + name);
+        if (!name.empty()) del_tap(name);
     }
     bool ok() const { return ifindex_ > 0; }
 

@@ -1,11 +1,16 @@
 #include "process.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 namespace ferry::test {
@@ -13,6 +18,34 @@ namespace ferry::test {
 std::string ferry_bin() { return FERRY_BIN; }
 std::string testguest_elf() { return TESTGUEST_ELF; }
 bool kvm_available() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
+
+namespace {
+int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+}  // namespace
+
+bool add_tap(const std::string& name) {
+    if (sh("ip tuntap add dev " + name + " mode tap") != 0) return false;
+    sh("sysctl -w net.ipv6.conf." + name + ".disable_ipv6=1");
+    if (sh("ip link set " + name + " up") == 0) return true;
+    del_tap(name);
+    return false;
+}
+
+void del_tap(const std::string& name) { sh("ip link del " + name); }
+
+int tap_packet_socket(const std::string& name, uint16_t type, int& ifindex) {
+    int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(type));
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(type);
+    a.sll_ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
+    if (fd < 0 || a.sll_ifindex == 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        if (fd >= 0) ::close(fd);
+        return -1;
+    }
+    ifindex = a.sll_ifindex;
+    return fd;
+}
 
 Process::Process(std::vector<std::string> argv) {
     int out[2], err[2];

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <regex>
 #include <string>
@@ -49,6 +50,14 @@ private:
 // The port a `ferry run --incoming tcp:HOST:0` process printed on stderr ("incoming
 // migration on tcp:HOST:PORT"), waiting up to 30 s.
 std::optional<std::string> incoming_port(Process& dst);
+
+// Tap devices for the virtio-net tests (need CAP_NET_ADMIN): add_tap creates `name`,
+// turns its IPv6 off (no router solicitations to the guest) and brings it up; false when
+// it cannot. tap_packet_socket: a packet socket bound to `name` for frames of EtherType
+// `type`, or -1; `ifindex` gets the tap's index.
+bool add_tap(const std::string& name);
+void del_tap(const std::string& name);
+int tap_packet_socket(const std::string& name, uint16_t type, int& ifindex);
 
 // Paths baked in by the build.
 std::string ferry_bin();
