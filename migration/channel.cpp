@@ -115,7 +115,14 @@ Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::millisecon
     return fail(Domain::Migration, "cannot connect to " + addr.text(), last_err);
 }
 
-Channel::Channel(Fd fd) : fd_(std::move(fd)) {}
+Channel::Channel(Fd fd) : fd_(std::move(fd)), send_mu_(std::make_unique<std::mutex>()), sent_(std::make_unique<std::atomic<uint64_t>>(0)) {}
+
+Result<void> Channel::set_unsent_limit(uint32_t bytes) {
+    int v = static_cast<int>(bytes);
+    if (::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) != 0)
+        return fail_errno(Domain::Migration, "TCP_NOTSENT_LOWAT");
+    return {};
+}
 
 Result<void> Channel::send_all(std::span<const uint8_t> data) {
     iovec iov{const_cast<uint8_t*>(data.data()), data.size()};
@@ -123,13 +130,14 @@ Result<void> Channel::send_all(std::span<const uint8_t> data) {
 }
 
 Result<void> Channel::send_iov(iovec* iov, int count) {
+    std::lock_guard lock(*send_mu_);
     while (count > 0) {
         ssize_t n = ::writev(fd_.get(), iov, std::min(count, IOV_MAX));
         if (n < 0) {
             if (errno == EINTR) continue;
             return fail_errno(Domain::Migration, "sending the migration stream");
         }
-        sent_ += static_cast<uint64_t>(n);
+        *sent_ += static_cast<uint64_t>(n);
         advance_iov(iov, count, static_cast<size_t>(n));
     }
     return {};

@@ -1,12 +1,17 @@
 // The migration transport: one TCP connection, full duplex (the destination's
 // replies and postcopy page requests come back on it). `tcp:HOST:PORT` addresses.
 // Blocking I/O on the migration threads; cancel() from another thread shuts the
-// socket down so a blocked send/recv returns at once.
+// socket down so a blocked send/recv returns at once. Sends are serialized (one
+// sender at a time writes a whole section), so one thread may receive while others
+// send.
 #pragma once
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -30,19 +35,24 @@ public:
     explicit Channel(Fd fd);
 
     Result<void> send_all(std::span<const uint8_t> data);
-    Result<void> send_iov(iovec* iov, int count);  // the iovec array is modified
+    Result<void> send_iov(iovec* iov, int count);  // whole, under the send lock; the iovec array is modified
     Result<void> recv_exact(std::span<uint8_t> out);
     Result<void> recv_iov(iovec* iov, int count);  // fills every buffer; the array is modified
     // Waits up to `timeout` for data to read; false on timeout.
     Result<bool> wait_readable(std::chrono::milliseconds timeout);
     // Unblocks any send/recv in progress (thread-safe); the channel is then dead.
     void cancel();
-    uint64_t bytes_sent() const { return sent_; }
+    // Caps the bytes queued in the socket but not yet sent (TCP_NOTSENT_LOWAT): a
+    // blocking send waits until the queue drains below it, so an urgent section sent
+    // next waits behind at most this much.
+    Result<void> set_unsent_limit(uint32_t bytes);
+    uint64_t bytes_sent() const { return sent_->load(std::memory_order_relaxed); }
     int fd() const { return fd_.get(); }
 
 private:
     Fd fd_;
-    uint64_t sent_ = 0;
+    std::unique_ptr<std::mutex> send_mu_;
+    std::unique_ptr<std::atomic<uint64_t>> sent_;
 };
 
 class Listener {

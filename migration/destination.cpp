@@ -53,22 +53,50 @@ void MigrationDestination::set_status(MigrationStatus st) {
     if (on_status_) on_status_(st);
 }
 
+const char* MigrationDestination::phase_name(Phase p) {
+    switch (p) {
+        case Phase::Setup: return "setup";
+        case Phase::Precopy: return "precopy";
+        case Phase::Device: return "device";
+        case Phase::Postcopy: return "postcopy";
+        case Phase::Complete: return "complete";
+        case Phase::Failed: return "failed";
+    }
+    return "?";
+}
+
+std::optional<PostcopyFaultStats> MigrationDestination::fault_stats() const {
+    std::lock_guard lock(pc_mu_);
+    if (!postcopy_in_) return std::nullopt;
+    return postcopy_in_->fault_stats();
+}
+
 void MigrationDestination::run() {
     auto result = receive();
     auto ms = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start_).count());
     if (result) {
+        phase_ = Phase::Complete;
         stats_.update([&](MigrationStats& s) { s.total_time_ms = ms; });
         set_status(MigrationStatus::Completed);
         return;
     }
+    Phase failed_in = phase_;
+    phase_ = Phase::Failed;
     {
         std::lock_guard lock(ch_mu_);
         if (ch_) (void)send_error(*ch_, result.error().message());  // best effort
     }
+    if (failed_in == Phase::Postcopy) {
+        // Guest RAM is incomplete here: the guest must not run on. Park the vCPUs,
+        // then release whatever waits on a page.
+        m_.pause();
+        std::lock_guard lock(pc_mu_);
+        if (postcopy_in_) postcopy_in_->abort();
+    }
     stats_.update([&](MigrationStats& s) {
         s.total_time_ms = ms;
-        s.error = cancel_ ? "cancelled" : result.error().message();
+        s.error = cancel_ ? "cancelled" : fmt::format("{} (in the {} phase)", result.error().message(), phase_name(failed_in));
     });
     set_status(cancel_ ? MigrationStatus::Cancelled : MigrationStatus::Failed);
 }
@@ -82,7 +110,33 @@ Result<void> MigrationDestination::receive() {
         if (cancel_) return fail(Domain::Migration, "cancelled");
     }
     if (on_status_) on_status_(MigrationStatus::Setup);
+    if (auto ok = accept_header(); !ok) return ok;
 
+    phase_ = Phase::Precopy;
+    Section section{};
+    section.payload.reserve(kMaxSectionPayload);
+    bool state_end = false;
+    while (phase_ == Phase::Precopy || phase_ == Phase::Device) {
+        if (auto ok = recv_section_into(*ch_, section); !ok) return ok;
+        if (section.kind == SectionKind::Error) {
+            StateReader r(section.payload);
+            std::string reason;
+            r.get_string(reason, 4096);
+            return fail(Domain::Migration, "the source reported: " + reason);
+        }
+        if (phase_ == Phase::Precopy && (section.kind == SectionKind::VcpuState || section.kind == SectionKind::VmState ||
+                                         section.kind == SectionKind::DeviceState || section.kind == SectionKind::StateEnd))
+            phase_ = Phase::Device;
+        auto ok = phase_ == Phase::Precopy ? on_precopy(section) : on_device(section, state_end);
+        if (!ok) return ok;
+        if (state_end) break;
+    }
+    if (auto ok = switch_over(); !ok) return ok;
+    if (!postcopy_in_) return {};
+    return receive_postcopy();
+}
+
+Result<void> MigrationDestination::accept_header() {
     auto hs = expect_section(*ch_, SectionKind::Header);
     if (!hs) return std::unexpected(hs.error());
     auto theirs = decode_header(hs->payload);
@@ -97,83 +151,147 @@ Result<void> MigrationDestination::receive() {
         return fail(Domain::Migration, fmt::format("refusing the incoming guest: it uses CPU features that this ferry's "
                                                    "--cpu {} does not offer: {}",
                                                    m_.config().cpu_model.text(), fmt::join(missing, ", ")));
-    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, std::span<const uint8_t>()); !ok) return ok;
+    uint32_t accepted = 0;
+    if (theirs->caps & kCapPostcopy) {
+        // Refused here, before any page is sent, so the source simply goes on.
+        if (m_.config().prealloc)
+            return fail(Domain::Migration, "refusing postcopy: this destination was started with --prealloc, which would "
+                                           "defeat the missing-page faults postcopy relies on");
+        auto u = Userfault::open(m_.config().backend);
+        if (!u) return fail(Domain::Migration, "refusing postcopy: " + u.error().message());
+        uffd_.emplace(std::move(*u));
+        postcopy_ = true;
+        accepted |= kCapPostcopy;
+    }
+    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted)); !ok) return ok;
+    index_ = PageIndex(m_.memory());
+    received_ = std::make_unique<AtomicBitmap>(index_.total());
     set_status(MigrationStatus::Active);
     m_.prepare_start();  // vCPU threads exist, parked: Go only wakes them
     vcpus_.assign(m_.vcpu_count(), std::nullopt);
     vcpu_saved_at_ns_.assign(m_.vcpu_count(), 0);
+    return {};
+}
 
-    Section section{};
-    section.payload.reserve(kMaxSectionPayload);
-    auto* s = &section;
-    for (;;) {
-        auto batch = recv_section_or_ram(*ch_, m_.memory(), section);
-        if (!batch) return std::unexpected(batch.error());
-        if (*batch) {
-            const RamBatchStats& st = **batch;
-            stats_.update([&](MigrationStats& m) {
-                m.ram_transferred += 4 + (st.data + st.zero) * 8 + st.data * kPageSize;
-                m.ram_normal += st.data;
-                m.ram_normal_bytes += st.data * kPageSize;
-                m.ram_duplicate += st.zero;
-            });
-            continue;
-        }
-        switch (s->kind) {
-            case SectionKind::VcpuState: {
-                if (s->instance >= vcpus_.size())
-                    return fail(Domain::Migration, fmt::format("state for vCPU {} (this guest has {})", s->instance, vcpus_.size()));
-                StateReader r(s->payload);
-                uint64_t saved_at = 0;
-                r.get(saved_at);
-                auto st = VcpuState::load(r);
-                if (!st) return std::unexpected(st.error());
-                if (!r.at_end()) return fail(Domain::Migration, "vCPU state has trailing bytes");
-                vcpus_[s->instance] = std::move(*st);
-                vcpu_saved_at_ns_[s->instance] = saved_at;
-                break;
-            }
-            case SectionKind::VmState: {
-                StateReader r(s->payload);
-                auto st = VmState::load(r);
-                if (!st) return std::unexpected(st.error());
-                if (!r.at_end()) return fail(Domain::Migration, "VM state has trailing bytes");
-                vm_ = *st;
-                break;
-            }
-            case SectionKind::DeviceState: devices_ = s->payload; break;
-            case SectionKind::Sync:
-                if (auto ok = send_section(*ch_, SectionKind::SyncAck, s->instance, std::span<const uint8_t>()); !ok) return ok;
-                break;
-            case SectionKind::StateEnd: {
-                set_status(MigrationStatus::Device);
-                auto t0 = std::chrono::steady_clock::now();
-                if (auto ok = restore(); !ok) return ok;
-                logger("mig")->info("restore took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
-                                                              std::chrono::steady_clock::now() - t0).count());
-                if (auto ok = send_section(*ch_, SectionKind::Ready, 0, std::span<const uint8_t>()); !ok) return ok;
-                if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
-                auto t1 = std::chrono::steady_clock::now();
-                if (auto ok = m_.start(); !ok) return ok;
-                logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
-                                                            std::chrono::steady_clock::now() - t1).count());
-                (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());
-                // Tell the network the guest's MACs now sit behind this host (QEMU's
-                // announce-self, with its default schedule).
-                if (auto n = m_.announce(virtio::AnnounceParams{}); n && *n)
-                    logger("mig")->info("announcing {} network card(s) with RARP frames", *n);
-                return {};
-            }
-            case SectionKind::Error: {
-                StateReader r(s->payload);
-                std::string reason;
-                r.get_string(reason, 4096);
-                return fail(Domain::Migration, "the source reported: " + reason);
-            }
-            default:
-                return fail(Domain::Migration, fmt::format("stream: unexpected {} section", section_name(s->kind)));
-        }
+Result<void> MigrationDestination::place_batch(const Section& s) {
+    if (s.instance != kRamPushed && !(s.instance == kRamAnswer && phase_ == Phase::Postcopy))
+        return fail(Domain::Migration, fmt::format("stream: RAM batch of unknown kind {}", s.instance));
+    RamBatchStats st;
+    if (phase_ == Phase::Postcopy) {
+        postcopy_in_->set_batch_kind(s.instance);
+        auto r = place_ram_batch(m_.memory(), s.payload, *postcopy_in_, scratch_);
+        if (!r) return std::unexpected(r.error());
+        st = *r;
+    } else {
+        auto r = place_ram_batch(m_.memory(), s.payload, direct_, scratch_);
+        if (!r) return std::unexpected(r.error());
+        st = *r;
+        for (const auto& p : scratch_) received_->set(index_.first_page(p.region) + p.index);
     }
+    stats_.update([&](MigrationStats& m) {
+        m.ram_transferred += 4 + (st.data + st.zero) * 8 + st.data * kPageSize;
+        m.ram_normal += st.data;
+        m.ram_normal_bytes += st.data * kPageSize;
+        m.ram_duplicate += st.zero;
+    });
+    return {};
+}
+
+Result<void> MigrationDestination::on_precopy(Section& s) {
+    switch (s.kind) {
+        case SectionKind::RamBatch: return place_batch(s);
+        case SectionKind::Sync: return send_section(*ch_, SectionKind::SyncAck, s.instance, std::span<const uint8_t>());
+        case SectionKind::Discard: {
+            if (!postcopy_) return fail(Domain::Migration, "stream: a discard section without postcopy");
+            auto runs = decode_page_runs(m_.memory(), s.payload);
+            if (!runs) return std::unexpected(runs.error());
+            for (const auto& r : *runs) {
+                uint64_t first = *index_.page_of(r.gpa);
+                for (uint32_t i = 0; i < r.pages; ++i) received_->clear(first + i);
+            }
+            return {};
+        }
+        default: return fail(Domain::Migration, fmt::format("stream: unexpected {} section during precopy", section_name(s.kind)));
+    }
+}
+
+Result<void> MigrationDestination::on_device(Section& s, bool& done) {
+    switch (s.kind) {
+        case SectionKind::VcpuState: {
+            if (s.instance >= vcpus_.size())
+                return fail(Domain::Migration, fmt::format("state for vCPU {} (this guest has {})", s.instance, vcpus_.size()));
+            StateReader r(s.payload);
+            uint64_t saved_at = 0;
+            r.get(saved_at);
+            auto st = VcpuState::load(r);
+            if (!st) return std::unexpected(st.error());
+            if (!r.at_end()) return fail(Domain::Migration, "vCPU state has trailing bytes");
+            vcpus_[s.instance] = std::move(*st);
+            vcpu_saved_at_ns_[s.instance] = saved_at;
+            return {};
+        }
+        case SectionKind::VmState: {
+            StateReader r(s.payload);
+            auto st = VmState::load(r);
+            if (!st) return std::unexpected(st.error());
+            if (!r.at_end()) return fail(Domain::Migration, "VM state has trailing bytes");
+            vm_ = *st;
+            return {};
+        }
+        case SectionKind::DeviceState: devices_ = s.payload; return {};
+        case SectionKind::StateEnd: done = true; return {};
+        default: return fail(Domain::Migration, fmt::format("stream: unexpected {} section with the device state", section_name(s.kind)));
+    }
+}
+
+// Restores the state, arms postcopy when it was agreed, and starts the guest on Go.
+Result<void> MigrationDestination::switch_over() {
+    set_status(MigrationStatus::Device);
+    auto t0 = std::chrono::steady_clock::now();
+    if (auto ok = restore(); !ok) return ok;
+    if (postcopy_) {
+        auto pc = std::make_unique<PostcopyIncoming>(m_, *ch_, std::move(*uffd_), index_, *received_);
+        uffd_.reset();
+        if (auto ok = pc->prepare(); !ok) return ok;
+        std::lock_guard lock(pc_mu_);
+        postcopy_in_ = std::move(pc);
+    }
+    logger("mig")->info("restore took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                                  std::chrono::steady_clock::now() - t0).count());
+    if (auto ok = send_section(*ch_, SectionKind::Ready, 0, std::span<const uint8_t>()); !ok) return ok;
+    if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
+    auto t1 = std::chrono::steady_clock::now();
+    if (postcopy_in_) phase_ = Phase::Postcopy;  // from here a failure stops the guest
+    if (auto ok = m_.start(); !ok) return ok;
+    logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
+                                                std::chrono::steady_clock::now() - t1).count());
+    (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());
+    if (postcopy_in_) set_status(MigrationStatus::PostcopyActive);
+    // Tell the network the guest's MACs now sit behind this host (QEMU's
+    // announce-self, with its default schedule).
+    if (auto n = m_.announce(virtio::AnnounceParams{}); n && *n) logger("mig")->info("announcing {} network card(s) with RARP frames", *n);
+    return {};
+}
+
+Result<void> MigrationDestination::receive_postcopy() {
+    Section s{};
+    s.payload.reserve(kMaxSectionPayload);
+    while (!postcopy_in_->complete()) {
+        if (auto ok = recv_section_into(*ch_, s); !ok) return ok;
+        if (s.kind == SectionKind::Error) {
+            StateReader r(s.payload);
+            std::string reason;
+            r.get_string(reason, 4096);
+            return fail(Domain::Migration, "the source reported: " + reason);
+        }
+        if (s.kind != SectionKind::RamBatch)
+            return fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
+        if (auto ok = place_batch(s); !ok) return ok;
+    }
+    if (auto ok = send_section(*ch_, SectionKind::PostcopyDone, 0, std::span<const uint8_t>()); !ok) return ok;
+    auto fs = postcopy_in_->fault_stats();
+    logger("mig")->info("postcopy complete: {} faults, {} pages requested", fs.faults, fs.requests);
+    return postcopy_in_->finish();
 }
 
 Result<void> MigrationDestination::restore() {

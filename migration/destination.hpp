@@ -1,13 +1,22 @@
-// The receiving side of a live migration. Its state machine, on one thread that
-// owns the connection:
+// The receiving side of a live migration: an explicit state machine on one thread
+// that owns the reading of the connection. Each phase accepts only its sections:
 //
-//   listening -> (accept) -> header: refuse a guest shaped unlike ours (reply Error),
-//   else HeaderAck -> receiving: RamBatch* (each validated whole before any page is
-//   written), VcpuState*, VmState, DeviceState -> StateEnd: restore into the machine,
-//   reply Ready -> Go: start the vCPUs, reply Resumed -> completed.
+//   setup     header: refuse a guest shaped unlike ours, or a postcopy we cannot
+//             serve (no userfaultfd, --prealloc), with an Error; else HeaderAck with
+//             the capabilities accepted
+//   precopy   ram-batch (received whole, verified, decoded, then placed), sync
+//             (-> sync-ack), discard (postcopy only)
+//   device    vcpu-state*, vm-state, device-state, state-end: restore into the
+//             machine; postcopy: register guest RAM with userfaultfd and start the
+//             fault thread (migration/postcopy_incoming.hpp); reply Ready; Go: start
+//             the vCPUs, reply Resumed
+//   postcopy  ram-batch: placed with UFFDIO_COPY/ZEROPAGE; when every page is here,
+//             postcopy-done, unregister, collapse huge pages
+//   complete / failed
 //
-// The guest never runs before Go. Any failure ends in `failed` with the reason and
-// the machine never started: its owner exits with an error.
+// A bitmap records every page received. The guest never runs before Go. A failure
+// before Go leaves the machine never started; one during postcopy stops the guest
+// (its RAM is incomplete). Either way the owner exits with an error.
 #pragma once
 
 #include <atomic>
@@ -19,8 +28,12 @@
 #include <thread>
 #include <vector>
 
+#include "memory/userfault.hpp"
 #include "migration/channel.hpp"
+#include "migration/page_set.hpp"
+#include "migration/postcopy_incoming.hpp"
 #include "migration/stats.hpp"
+#include "migration/stream.hpp"
 #include "vmm/machine.hpp"
 
 namespace ferry {
@@ -38,12 +51,23 @@ public:
     void start();  // accept and receive on the migration thread
     void cancel();
     MigrationStats stats() const { return stats_.get(); }
+    // The postcopy fault figures (nullopt before postcopy began).
+    std::optional<PostcopyFaultStats> fault_stats() const;
     uint16_t port() const { return listener_.port(); }
+
+    enum class Phase { Setup, Precopy, Device, Postcopy, Complete, Failed };
+    static const char* phase_name(Phase p);
 
 private:
     MigrationDestination(Machine& m, Listener l, StatusFn f) : m_(m), listener_(std::move(l)), on_status_(std::move(f)) {}
     void run();
     Result<void> receive();
+    Result<void> accept_header();
+    Result<void> on_precopy(Section& s);
+    Result<void> on_device(Section& s, bool& done);
+    Result<void> switch_over();
+    Result<void> receive_postcopy();
+    Result<void> place_batch(const Section& s);
     Result<void> restore();
     void set_status(MigrationStatus s);
 
@@ -59,6 +83,15 @@ private:
     std::vector<uint64_t> vcpu_saved_at_ns_;
     std::optional<VmState> vm_;
     std::vector<uint8_t> devices_;
+    Phase phase_ = Phase::Setup;
+    bool postcopy_ = false;                 // accepted in the header
+    std::optional<Userfault> uffd_;         // opened at the header, used at the switch
+    PageIndex index_;
+    std::unique_ptr<AtomicBitmap> received_;
+    DirectPlacer direct_;
+    std::vector<DecodedPage> scratch_;
+    mutable std::mutex pc_mu_;              // guards postcopy_ (the pointer) for fault_stats()
+    std::unique_ptr<PostcopyIncoming> postcopy_in_;
     std::chrono::steady_clock::time_point start_;
     std::thread thread_;
 };

@@ -8,6 +8,7 @@
 #include "base/log.hpp"
 #include "base/state_io.hpp"
 #include "memory/residency.hpp"
+#include "migration/policy.hpp"
 #include "migration/stream.hpp"
 
 namespace ferry {
@@ -78,11 +79,15 @@ void MigrationSource::run() {
     auto result = migrate();
     if (dirty_) dirty_->stop();
     auto end = Clock::now();
+    auto close_channel = [&] {
+        std::lock_guard lock(ch_mu_);
+        if (ch_) ch_->cancel();  // the reader thread returns
+        if (back_) back_->join();
+        back_.reset();
+        ch_.reset();
+    };
     if (result) {
-        {
-            std::lock_guard lock(ch_mu_);
-            ch_.reset();
-        }
+        close_channel();
         stats_.update([&](MigrationStats& s) { s.total_time_ms = ms_between(start_, end); });
         set_status(MigrationStatus::Completed);
         return;
@@ -92,10 +97,18 @@ void MigrationSource::run() {
     {
         std::lock_guard lock(ch_mu_);
         if (ch_) (void)send_error(*ch_, cancelled() ? "the source cancelled the migration" : result.error().message());
-        ch_.reset();
     }
-    if (we_paused_) m_.resume();
-    bool was_cancel = cancelled();
+    close_channel();
+    if (past_go_) {
+        // The destination may have run the guest: resuming here could fork it. The
+        // source keeps the only complete copy of RAM, paused.
+        m_.set_postmigrate();
+        log->error("migration to {} failed after the switch-over: {}; the guest stays paused here", to_.text(),
+                   result.error().message());
+    } else if (we_paused_) {
+        m_.resume();
+    }
+    bool was_cancel = cancelled() && !past_go_;
     stats_.update([&](MigrationStats& s) {
         s.total_time_ms = ms_between(start_, end);
         s.error = was_cancel ? "cancelled" : result.error().message();
@@ -118,15 +131,26 @@ Result<void> MigrationSource::migrate() {
     hdr.tsc_khz = m_.tsc_khz();
     for (const auto& r : m_.memory().regions()) hdr.ram.push_back({r.start, r.size()});
     hdr.cpuid = m_.guest_cpuid().entries();
+    const MigrationParams start_params = params();
+    if (start_params.postcopy) hdr.caps |= kCapPostcopy;
     if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
-    if (auto ack = expect_section(*ch_, SectionKind::HeaderAck); !ack) return std::unexpected(ack.error());
+    auto ack = expect_section(*ch_, SectionKind::HeaderAck);
+    if (!ack) return std::unexpected(ack.error());
+    auto caps = decode_caps(ack->payload);
+    if (!caps) return std::unexpected(caps.error());
+    postcopy_ok_ = (*caps & kCapPostcopy) != 0;
+    if (start_params.postcopy && !postcopy_ok_) return fail(Domain::Migration, "the destination does not accept postcopy");
+    index_ = PageIndex(m_.memory());
+    sent_ = std::make_unique<AtomicBitmap>(index_.total());
+    back_ = std::make_unique<ReturnPath>(*ch_, m_.memory());
+    back_->start();
 
     dirty_ = std::make_unique<KvmDirtyLog>(m_);
     if (auto ok = dirty_->start(); !ok) return ok;
     stats_.update([&](MigrationStats& s) { s.setup_time_ms = ms_between(start_, Clock::now()); });
     set_status(MigrationStatus::Active);
 
-    // Iterative rounds.
+    // Iterative rounds, until the policy says otherwise.
     std::vector<std::vector<uint64_t>> dirty;
     uint64_t prev_pages = UINT64_MAX;
     for (uint32_t round = 0;; ++round) {
@@ -134,16 +158,22 @@ Result<void> MigrationSource::migrate() {
         if (auto ok = dirty_->sync(dirty); !ok) return ok;
         uint64_t pages = 0;
         for (const auto& b : dirty) pages += count_bits(b);
-        logger("mig")->debug("round {}: {} dirty pages", round, pages);
-        MigrationParams p;
-        {
-            std::lock_guard lock(params_mu_);
-            p = params_;
-        }
+        MigrationParams p = params();
         auto st = stats_.get();
-        double bw = st.mbps * 1e6 / 8;  // bytes per second of the last round
-        double expected = bw > 0 ? static_cast<double>(pages * kPageSize) * 1000.0 / bw : 0;  // ms
+        RoundFacts facts;
+        facts.round = round;
+        facts.dirty_pages = pages;
+        facts.prev_dirty_pages = prev_pages;
+        facts.bytes_per_sec = st.mbps * 1e6 / 8;
+        facts.downtime_limit_ms = p.downtime_limit_ms;
+        facts.max_rounds = p.max_rounds;
+        facts.postcopy_allowed = postcopy_ok_;
+        facts.postcopy_auto = p.postcopy_auto;
+        facts.postcopy_requested = postcopy_requested_.load();
+        PrecopyStep step = next_precopy_step(facts);
+        double expected = expected_downtime_ms(pages, facts.bytes_per_sec);
         auto expected_ms = static_cast<uint64_t>(expected + 0.5);
+        logger("mig")->debug("round {}: {} dirty pages, expected downtime {} ms: {}", round, pages, expected_ms, precopy_step_name(step));
         stats_.update([&](MigrationStats& s) {
             s.dirty_sync_count++;
             s.ram_remaining = pages * kPageSize;
@@ -151,26 +181,26 @@ Result<void> MigrationSource::migrate() {
             auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
             if (round > 0 && secs > 0) s.dirty_pages_rate = static_cast<uint64_t>(static_cast<double>(pages) / secs);
         });
-        bool fits = pages == 0 || (bw > 0 && expected <= static_cast<double>(p.downtime_limit_ms));
-        if (round > 0 && fits) {
-            // downtime-limit is a ceiling, not a target: while a round still halves the
-            // dirty set, another one shrinks what the paused guest waits for.
-            bool shrinking = pages * 2 < prev_pages;
-            if (pages == 0 || !shrinking || expected < 1.0 || round >= p.max_rounds) break;
+        switch (step) {
+            case PrecopyStep::SendRound: break;
+            case PrecopyStep::StopAndCopy: return stop_and_copy(dirty);
+            case PrecopyStep::SwitchToPostcopy: return switch_to_postcopy(dirty);
+            case PrecopyStep::FailNotConverging:
+                return fail(Domain::Migration,
+                            fmt::format("not converging: after {} rounds {} MiB are still dirty, expected downtime {} ms > "
+                                        "downtime-limit {} ms (raise downtime-limit or max-bandwidth, or use postcopy)",
+                                        round, pages * kPageSize >> 20, expected_ms, p.downtime_limit_ms));
         }
         prev_pages = pages;
-        if (round >= p.max_rounds)
-            return fail(Domain::Migration,
-                        fmt::format("not converging: after {} rounds {} MiB are still dirty, expected downtime {} ms > "
-                                    "downtime-limit {} ms (raise downtime-limit or max-bandwidth, or use postcopy)",
-                                    round, pages * kPageSize >> 20, expected_ms, p.downtime_limit_ms));
         if (auto ok = send_round(dirty, round == 0, false); !ok) return ok;
         if (auto ok = sync_with_destination(round); !ok) return ok;
     }
+}
 
-    // Stop and copy.
+// Pauses the guest, sends the last dirty pages and the state, and hands over.
+Result<void> MigrationSource::stop_and_copy(std::vector<std::vector<uint64_t>>& dirty) {
     set_status(MigrationStatus::Device);
-    auto paused_at = Clock::now();
+    paused_at_ = Clock::now();
     we_paused_ = m_.run_state() == RunState::Running;
     m_.pause();
     auto t_paused = Clock::now();
@@ -179,24 +209,31 @@ Result<void> MigrationSource::migrate() {
     auto t_final = Clock::now();
     if (auto ok = send_state(); !ok) return ok;
     auto t_state = Clock::now();
-    auto ready_wait = ch_->wait_readable(kReplyTimeout);
-    if (!ready_wait || !*ready_wait) return fail(Domain::Migration, "the destination did not confirm the state in time");
-    if (auto ready = expect_section(*ch_, SectionKind::Ready); !ready) return std::unexpected(ready.error());
-    if (cancelled()) return fail(Domain::Migration, "cancelled");
-    // Past this point the destination owns the guest: never resume here.
-    if (auto ok = send_section(*ch_, SectionKind::Go, 0, std::span<const uint8_t>()); !ok) return ok;
-    auto resumed = expect_section(*ch_, SectionKind::Resumed);
-    auto resumed_at = Clock::now();
+    if (auto ok = wait_ready_and_go(); !ok) return ok;
+    auto resumed = back_->wait([](const ReturnPath::Events& e) { return e.resumed_at.has_value(); }, kReplyTimeout);
+    auto resumed_at = resumed && resumed->resumed_at ? *resumed->resumed_at : Clock::now();
     auto us = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count(); };
-    logger("mig")->info("downtime: pause {} us, last round {} us, state {} us, ready+go+resumed {} us", us(paused_at, t_paused),
+    logger("mig")->info("downtime: pause {} us, last round {} us, state {} us, ready+go+resumed {} us", us(paused_at_, t_paused),
                         us(t_paused, t_final), us(t_final, t_state), us(t_state, resumed_at));
-    if (!resumed) logger("mig")->warn("no resume confirmation from the destination: {}", resumed.error().message());
+    if (!resumed || !resumed->resumed_at)
+        logger("mig")->warn("no resume confirmation from the destination: {}", resumed ? resumed->error : "timed out");
     stats_.update([&](MigrationStats& s) {
-        s.downtime_ms = ms_between(paused_at, resumed_at);
+        s.downtime_ms = ms_between(paused_at_, resumed_at);
         s.ram_remaining = 0;
     });
     m_.set_postmigrate();
     return {};
+}
+
+// Waits for the destination to have loaded the state, then hands the guest over.
+Result<void> MigrationSource::wait_ready_and_go() {
+    auto ready = back_->wait([](const ReturnPath::Events& e) { return e.ready; }, kReplyTimeout);
+    if (!ready) return fail(Domain::Migration, "the destination did not confirm the state in time");
+    if (!ready->error.empty()) return fail(Domain::Migration, ready->error);
+    if (cancelled()) return fail(Domain::Migration, "cancelled");
+    // Past this point the destination owns the guest: never resume here.
+    past_go_ = true;
+    return send_section(*ch_, SectionKind::Go, 0, std::span<const uint8_t>());
 }
 
 Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dirty, bool first, bool paused) {
@@ -216,6 +253,7 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
             for (uint64_t w = 0; w < nwords; ++w) any |= words[w] != 0;
             if (!any) continue;
             if (cancelled()) return fail(Domain::Migration, "cancelled");
+            if (!paused && postcopy_ok_ && postcopy_requested_) break;  // the switch comes at once
             if (!paused) {
                 if (auto ok = dirty_->clear(ri, chunk, count, words); !ok) return ok;
             }
@@ -234,9 +272,13 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
                     }
                     const uint8_t* host = region.map.addr() + page * kPageSize;
                     uint64_t gpa = region.start.raw() + page * kPageSize;
+                    sent_->set(index_.first_page(static_cast<uint32_t>(ri)) + page);
                     if (page_is_zero(host)) {
                         ++pending_duplicate_;
-                        if (first) continue;  // the destination's fresh RAM is zero already
+                        if (first) {  // the destination's fresh RAM is zero already
+                            sent_->clear(index_.first_page(static_cast<uint32_t>(ri)) + page);
+                            continue;
+                        }
                         batch_entries_.push_back(gpa | kPageFlagZero);
                     } else {
                         std::memcpy(batch_data_.data() + size_t{batch_data_pages_} * kPageSize, host, kPageSize);
@@ -265,11 +307,9 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
 // throughput counts end to end and no backlog is left to drain inside the downtime.
 Result<void> MigrationSource::sync_with_destination(uint32_t round) {
     if (auto ok = send_section(*ch_, SectionKind::Sync, round, std::span<const uint8_t>()); !ok) return ok;
-    auto ready = ch_->wait_readable(kReplyTimeout);
-    if (!ready) return std::unexpected(ready.error());
-    if (!*ready) return fail(Domain::Migration, "the destination stopped answering");
-    auto ack = expect_section(*ch_, SectionKind::SyncAck);
-    if (!ack) return std::unexpected(ack.error());
+    auto ack = back_->wait([&](const ReturnPath::Events& e) { return e.sync_acks > round; }, kReplyTimeout);
+    if (!ack) return fail(Domain::Migration, "the destination stopped answering");
+    if (!ack->error.empty()) return fail(Domain::Migration, ack->error);
     auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();
     if (round_bytes_ >= (1u << 20) && secs > 0)
         stats_.update([&](MigrationStats& s) { s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6; });

@@ -1,17 +1,25 @@
-// The sending side of a live migration (precopy). One thread owns the connection:
+// The sending side of a live migration. One thread sends; a reader thread
+// (ReturnPath) takes what the destination sends back. Phases:
 //
-//   setup:   connect, send the header, wait for the destination's HeaderAck
+//   setup:   connect, send the header (asking for postcopy when it may switch), wait
+//            for the destination's HeaderAck (the capabilities it accepts)
 //   active:  round 0 sends every page the host ever backed that is not zero; then
 //            rounds of pages from the dirty log, each chunk's bits cleared just before
-//            its pages are read, until the dirty rest fits downtime-limit at the
-//            measured bandwidth (or max_rounds: failed, not converging)
-//   device:  pause the vCPUs, send the last dirty pages, vCPU/VM/device state,
-//            StateEnd; wait for Ready; send Go; wait for Resumed
+//            its pages are read; after each sync the convergence policy
+//            (migration/policy.hpp) says: another round, stop and copy, switch to
+//            postcopy, or fail (not converging)
+//   device:  pause the vCPUs; precopy: the last dirty pages; postcopy: a discard list
+//            of the pages dirtied since they were sent; then vCPU/VM/device state,
+//            StateEnd; wait for Ready; send Go
+//   postcopy-active (source_postcopy.cpp): answer page requests first; between
+//            them push the pages not yet sent, from a cursor that jumps to the last
+//            requested page and wraps; then wait for PostcopyDone
 //   completed: the source stays paused (its owner exits or keeps it, --keep-source)
 //
 // Any failure before Go (connection lost, destination refused or died, cancel) leaves
 // the source running as it was: vCPUs resumed, dirty logging off, status failed or
-// cancelled with the reason.
+// cancelled with the reason. After Go the source never resumes: a postcopy that fails
+// leaves it paused, failed, with the only complete copy of RAM.
 #pragma once
 
 #include <atomic>
@@ -23,6 +31,8 @@
 
 #include "migration/channel.hpp"
 #include "migration/dirty.hpp"
+#include "migration/page_set.hpp"
+#include "migration/return_path.hpp"
 #include "migration/stats.hpp"
 #include "vmm/machine.hpp"
 
@@ -42,6 +52,8 @@ public:
     void cancel();
     MigrationStats stats() const { return stats_.get(); }
     void set_params(const MigrationParams& p);
+    // migrate-start-postcopy: switch at the next decision (needs params.postcopy).
+    void start_postcopy() { postcopy_requested_ = true; }
 
 private:
     using Clock = std::chrono::steady_clock;
@@ -51,6 +63,17 @@ private:
     Result<void> flush_batch();
     Result<void> sync_with_destination(uint32_t round);
     Result<void> send_state();
+    Result<void> stop_and_copy(std::vector<std::vector<uint64_t>>& dirty);
+    Result<void> wait_ready_and_go();
+    // source_postcopy.cpp
+    Result<void> switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty);
+    Result<void> send_discards(const std::vector<std::vector<uint64_t>>& dirty);
+    Result<void> serve_postcopy();
+    Result<void> send_pages(const std::vector<uint64_t>& pages, uint32_t instance);
+    MigrationParams params() const {
+        std::lock_guard lock(params_mu_);
+        return params_;
+    }
     void set_status(MigrationStatus s);
     void throttle();
     bool cancelled() const { return cancel_.load(); }
@@ -62,11 +85,18 @@ private:
     StatusFn on_status_;
     MigrationStatsBox stats_;
     std::atomic<bool> cancel_{false};
+    std::atomic<bool> postcopy_requested_{false};
     bool we_paused_ = false;  // resume on failure only a guest this migration paused
+    bool past_go_ = false;    // the destination may run the guest: never resume here
+    bool postcopy_ok_ = false;  // the destination accepted postcopy
+    Clock::time_point paused_at_;
 
     std::mutex ch_mu_;  // guards ch_ for cancel()
     std::unique_ptr<Channel> ch_;
     std::unique_ptr<DirtyTracker> dirty_;
+    std::unique_ptr<ReturnPath> back_;
+    PageIndex index_;
+    std::unique_ptr<AtomicBitmap> sent_;  // pages the destination holds (precopy) or was sent
 
     // The RAM batch being filled.
     std::vector<uint64_t> batch_entries_;

@@ -8,6 +8,7 @@ const char* migration_status_name(MigrationStatus s) {
         case MigrationStatus::Setup: return "setup";
         case MigrationStatus::Active: return "active";
         case MigrationStatus::Device: return "device";
+        case MigrationStatus::PostcopyActive: return "postcopy-active";
         case MigrationStatus::Completed: return "completed";
         case MigrationStatus::Failed: return "failed";
         case MigrationStatus::Cancelling: return "cancelling";

@@ -6,19 +6,43 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ferry {
 
 // QEMU's MigrationStatus names.
-enum class MigrationStatus { None, Setup, Active, Device, Completed, Failed, Cancelling, Cancelled };
+enum class MigrationStatus { None, Setup, Active, Device, PostcopyActive, Completed, Failed, Cancelling, Cancelled };
 const char* migration_status_name(MigrationStatus s);
 bool migration_finished(MigrationStatus s);
 
 struct MigrationParams {
     uint64_t downtime_limit_ms = 300;  // QEMU's default
     uint64_t max_bandwidth = 0;        // bytes/s; 0 = no cap
-    uint32_t max_rounds = 30;          // then: not converging
+    uint32_t max_rounds = 30;          // then: not converging (hybrid: switch to postcopy)
+    // From the capabilities when the migration starts (outgoing only).
+    bool postcopy = false;       // postcopy-ram: may switch to postcopy
+    bool postcopy_auto = false;  // x-postcopy-auto: switch by itself when precopy does not converge
 };
+
+// One userfault on the postcopy destination: when (since postcopy began), where, and
+// how long until its page was placed.
+struct FaultSample {
+    uint64_t at_us;
+    uint64_t gpa;
+    uint32_t latency_us;
+};
+// The postcopy destination's fault figures (QEMU's postcopy-blocktime family, and
+// ferry-query-migrate-latency).
+struct PostcopyFaultStats {
+    uint64_t faults = 0;         // fault events read from the userfaultfd
+    uint64_t requests = 0;       // pages asked of the source
+    uint64_t blocktime_ms = 0;   // time during which every vCPU waited on a fault
+    std::vector<uint64_t> vcpu_blocktime_ms;
+    std::vector<uint32_t> latencies_us;  // fault -> page placed, one per faulted page
+    std::vector<FaultSample> series;     // the first kMaxFaultSeries of them, in order
+    std::optional<uint64_t> thp_before_bytes, thp_after_bytes;  // around MADV_COLLAPSE
+};
+inline constexpr size_t kMaxFaultSeries = 100000;
 
 struct MigrationStats {
     MigrationStatus status = MigrationStatus::None;
@@ -37,6 +61,8 @@ struct MigrationStats {
     uint64_t dirty_sync_count = 0;// dirty-log syncs (rounds)
     double mbps = 0;              // last round's throughput, megabits per second
     uint64_t dirty_pages_rate = 0;// pages dirtied per second in the last round
+    uint64_t postcopy_requests = 0;  // pages the destination asked for (source: answered)
+    bool postcopy_switched = false;  // the migration went to postcopy
 };
 
 class MigrationStatsBox {

@@ -16,7 +16,7 @@ constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxErrorLen = 4096;
 
 bool known_kind(uint16_t k) {
-    return (k >= 1 && k <= 3) || (k >= 5 && k <= 14);
+    return (k >= 1 && k <= 3) || (k >= 5 && k <= 17);
 }
 }  // namespace
 
@@ -35,6 +35,9 @@ const char* section_name(SectionKind k) {
         case SectionKind::Error: return "error";
         case SectionKind::Sync: return "sync";
         case SectionKind::SyncAck: return "sync-ack";
+        case SectionKind::Discard: return "discard";
+        case SectionKind::PageRequest: return "page-request";
+        case SectionKind::PostcopyDone: return "postcopy-done";
     }
     return "?";
 }
@@ -96,38 +99,6 @@ struct Xxh3 {
     void update(const void* p, size_t n) { XXH3_64bits_update(st, p, n); }
 };
 
-// Checks a RAM batch's page table against guest RAM; fills `pages` with each entry's
-// host page. Returns how many entries carry data.
-Result<uint32_t> validate_ram_table(const GuestMemory& mem, const uint64_t* entries, uint32_t count, uint8_t** pages) {
-    uint32_t ndata = 0;
-    for (uint32_t i = 0; i < count; ++i) {
-        uint64_t flags = entries[i] & (kPageSize - 1), gpa = entries[i] & ~(kPageSize - 1);
-        if (flags != kPageFlagZero && flags != kPageFlagData)
-            return fail(Domain::Migration, fmt::format("RAM batch: page {:#x} has bad flags {:#x}", gpa, flags));
-        auto s = mem.slice(Gpa(gpa), kPageSize);
-        if (!s) return fail(Domain::Migration, "RAM batch: " + s.error().message());
-        pages[i] = s->data();
-        if (flags == kPageFlagData) ++ndata;
-    }
-    return ndata;
-}
-
-// Zero entries: clear the page unless it reads as zero already (a never-touched page
-// maps the shared zero page: cheap). Returns the batch's figures.
-RamBatchStats apply_zero_entries(const uint64_t* entries, uint32_t count, uint8_t* const* pages) {
-    RamBatchStats st;
-    static const uint8_t zero[kPageSize] = {};
-    for (uint32_t i = 0; i < count; ++i) {
-        if ((entries[i] & (kPageSize - 1)) == kPageFlagData) {
-            ++st.data;
-        } else {
-            if (std::memcmp(pages[i], zero, kPageSize) != 0) std::memset(pages[i], 0, kPageSize);
-            ++st.zero;
-        }
-    }
-    return st;
-}
-
 Result<void> recv_payload(Channel& ch, const SectionFrame& frame, Section& s) {
     s.kind = static_cast<SectionKind>(frame.kind);
     s.version = frame.version;
@@ -146,45 +117,6 @@ Result<void> recv_section_into(Channel& ch, Section& s) {
     auto frame = recv_frame(ch);
     if (!frame) return std::unexpected(frame.error());
     return recv_payload(ch, *frame, s);
-}
-
-Result<std::optional<RamBatchStats>> recv_section_or_ram(Channel& ch, const GuestMemory& mem, Section& other) {
-    auto frame = recv_frame(ch);
-    if (!frame) return std::unexpected(frame.error());
-    if (frame->kind != static_cast<uint16_t>(SectionKind::RamBatch)) {
-        if (auto ok = recv_payload(ch, *frame, other); !ok) return std::unexpected(ok.error());
-        return std::optional<RamBatchStats>();
-    }
-    // The page table first, validated whole.
-    if (frame->length < 4) return fail(Domain::Migration, "RAM batch: truncated");
-    uint32_t count = 0;
-    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(&count), 4)); !ok) return std::unexpected(ok.error());
-    if (count > kMaxBatchPages) return fail(Domain::Migration, fmt::format("RAM batch: {} pages (cap {})", count, kMaxBatchPages));
-    uint64_t table_end = 4 + uint64_t{count} * 8;
-    if (frame->length < table_end) return fail(Domain::Migration, "RAM batch: truncated page table");
-    uint64_t entries[kMaxBatchPages];
-    if (auto ok = ch.recv_exact(std::span<uint8_t>(reinterpret_cast<uint8_t*>(entries), count * 8)); !ok)
-        return std::unexpected(ok.error());
-    uint8_t* pages[kMaxBatchPages];
-    auto ndata = validate_ram_table(mem, entries, count, pages);
-    if (!ndata) return std::unexpected(ndata.error());
-    iovec iov[kMaxBatchPages];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < count; ++i)
-        if ((entries[i] & (kPageSize - 1)) == kPageFlagData) iov[n++] = {pages[i], kPageSize};
-    if (frame->length - table_end != uint64_t{*ndata} * kPageSize)
-        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", frame->length - table_end, *ndata));
-    // Then the data, straight into guest RAM (nothing runs there yet).
-    iovec work[kMaxBatchPages];
-    std::copy(iov, iov + n, work);
-    if (auto ok = ch.recv_iov(work, static_cast<int>(n)); !ok) return std::unexpected(ok.error());
-    Xxh3 h;
-    h.update(&*frame, sizeof(SectionFrame));
-    h.update(&count, 4);
-    h.update(entries, count * 8);
-    for (uint32_t i = 0; i < n; ++i) h.update(iov[i].iov_base, kPageSize);
-    if (auto ok = check_sum(ch, h.st, SectionKind::RamBatch); !ok) return std::unexpected(ok.error());
-    return std::optional<RamBatchStats>(apply_zero_entries(entries, count, pages));
 }
 
 Result<Section> recv_section(Channel& ch) {
@@ -219,6 +151,7 @@ std::vector<uint8_t> encode_header(const StreamHeader& h) {
     w.put(h.page_size);
     w.put(h.cpus);
     w.put(h.tsc_khz);
+    w.put(h.caps);
     w.put(static_cast<uint32_t>(h.ram.size()));
     for (const auto& r : h.ram) {
         w.put(r.start.raw());
@@ -240,6 +173,7 @@ Result<StreamHeader> decode_header(std::span<const uint8_t> payload) {
     r.get(h.page_size);
     r.get(h.cpus);
     r.get(h.tsc_khz);
+    if (h.version >= 3) r.get(h.caps);
     r.get(n);
     if (!r.ok() || n > kMaxRegions) return fail(Domain::Migration, "stream: malformed header");
     for (uint32_t i = 0; i < n; ++i) {
@@ -276,28 +210,116 @@ std::string header_mismatch(const StreamHeader& ours, const StreamHeader& theirs
     return {};
 }
 
-Result<RamBatchStats> apply_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload) {
+namespace {
+// The region holding [gpa, gpa + len), or -1.
+int region_of(const GuestMemory& mem, uint64_t gpa, uint64_t len) {
+    const auto& regions = mem.regions();
+    for (size_t i = 0; i < regions.size(); ++i) {
+        uint64_t start = regions[i].start.raw();
+        if (gpa >= start && gpa - start < regions[i].size() && len <= regions[i].size() - (gpa - start)) return static_cast<int>(i);
+    }
+    return -1;
+}
+}  // namespace
+
+Result<RamBatchStats> decode_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload, std::vector<DecodedPage>& out) {
+    out.clear();
     if (payload.size() < 4) return fail(Domain::Migration, "RAM batch: truncated");
     uint32_t count = 0;
     std::memcpy(&count, payload.data(), 4);
     if (count > kMaxBatchPages) return fail(Domain::Migration, fmt::format("RAM batch: {} pages (cap {})", count, kMaxBatchPages));
     uint64_t table_end = 4 + uint64_t{count} * 8;
     if (payload.size() < table_end) return fail(Domain::Migration, "RAM batch: truncated page table");
-    uint64_t entries[kMaxBatchPages];
-    std::memcpy(entries, payload.data() + 4, count * 8);
-    // Validate everything before touching guest memory, then write.
-    uint8_t* pages[kMaxBatchPages];
-    auto ndata = validate_ram_table(mem, entries, count, pages);
-    if (!ndata) return std::unexpected(ndata.error());
-    if (payload.size() - table_end != uint64_t{*ndata} * kPageSize)
-        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", payload.size() - table_end, *ndata));
+    RamBatchStats st;
+    for (uint32_t i = 0; i < count; ++i) {
+        uint64_t e = 0;
+        std::memcpy(&e, payload.data() + 4 + size_t{i} * 8, 8);
+        uint64_t flags = e & (kPageSize - 1), gpa = e & ~(kPageSize - 1);
+        if (flags != kPageFlagZero && flags != kPageFlagData)
+            return fail(Domain::Migration, fmt::format("RAM batch: page {:#x} has bad flags {:#x}", gpa, flags));
+        int r = region_of(mem, gpa, kPageSize);
+        if (r < 0) return fail(Domain::Migration, fmt::format("RAM batch: page {:#x} is outside guest RAM", gpa));
+        const auto& region = mem.regions()[static_cast<size_t>(r)];
+        uint64_t off = gpa - region.start.raw();
+        out.push_back({gpa, static_cast<uint32_t>(r), off / kPageSize, region.map.addr() + off, nullptr});
+        if (flags == kPageFlagData) ++st.data;
+        else ++st.zero;
+    }
+    if (payload.size() - table_end != st.data * kPageSize)
+        return fail(Domain::Migration, fmt::format("RAM batch: {} data bytes for {} data pages", payload.size() - table_end, st.data));
     const uint8_t* data = payload.data() + table_end;
     for (uint32_t i = 0; i < count; ++i) {
-        if ((entries[i] & (kPageSize - 1)) != kPageFlagData) continue;
-        std::memcpy(pages[i], data, kPageSize);
+        uint64_t e = 0;
+        std::memcpy(&e, payload.data() + 4 + size_t{i} * 8, 8);
+        if ((e & (kPageSize - 1)) != kPageFlagData) continue;
+        out[i].data = data;
         data += kPageSize;
     }
-    return apply_zero_entries(entries, count, pages);
+    return st;
+}
+
+Result<void> DirectPlacer::place(const DecodedPage& p) {
+    if (p.data) {
+        std::memcpy(p.host, p.data, kPageSize);
+        return {};
+    }
+    static const uint8_t zero[kPageSize] = {};
+    if (std::memcmp(p.host, zero, kPageSize) != 0) std::memset(p.host, 0, kPageSize);
+    return {};
+}
+
+Result<RamBatchStats> place_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload, PagePlacer& placer,
+                                      std::vector<DecodedPage>& scratch) {
+    auto st = decode_ram_batch(mem, payload, scratch);
+    if (!st) return st;
+    for (const auto& p : scratch)
+        if (auto ok = placer.place(p); !ok) return std::unexpected(ok.error());
+    return st;
+}
+
+Result<RamBatchStats> apply_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload) {
+    DirectPlacer direct;
+    std::vector<DecodedPage> scratch;
+    return place_ram_batch(mem, payload, direct, scratch);
+}
+
+std::vector<uint8_t> encode_page_runs(std::span<const PageRun> runs) {
+    StateWriter w;
+    w.put(static_cast<uint32_t>(runs.size()));
+    for (const auto& r : runs) {
+        w.put(r.gpa);
+        w.put(r.pages);
+    }
+    return w.take();
+}
+
+Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<const uint8_t> payload) {
+    StateReader r(payload);
+    uint32_t n = 0;
+    if (!r.get(n) || n > kMaxRunsPerSection || payload.size() != 4 + uint64_t{n} * 12)
+        return fail(Domain::Migration, "page list: malformed");
+    std::vector<PageRun> runs(n);
+    for (auto& run : runs) {
+        r.get(run.gpa);
+        r.get(run.pages);
+        if (run.pages == 0 || run.gpa % kPageSize || region_of(mem, run.gpa, uint64_t{run.pages} * kPageSize) < 0)
+            return fail(Domain::Migration, fmt::format("page list: {} page(s) at {:#x} are not inside guest RAM", run.pages, run.gpa));
+    }
+    return runs;
+}
+
+std::vector<uint8_t> encode_caps(uint32_t caps) {
+    StateWriter w;
+    w.put(caps);
+    return w.take();
+}
+
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload) {
+    if (payload.empty()) return 0u;
+    StateReader r(payload);
+    uint32_t caps = 0;
+    if (!r.get(caps) || !r.at_end()) return fail(Domain::Migration, "header-ack: malformed capabilities");
+    return caps;
 }
 
 }  // namespace ferry

@@ -4,12 +4,15 @@
 //   (xxh3 = XXH3-64 of the 16-byte frame header followed by the payload)
 //
 // Source -> destination: Header, then RamBatch* (rounds, each ended by Sync), then
-// VcpuState* VmState DeviceState StateEnd, then Go.  Destination -> source: HeaderAck
-// after the header, SyncAck after each Sync, Ready after StateEnd, Resumed after Go;
-// Error (a reason) either way at any time.
+// [Discard*] VcpuState* VmState DeviceState StateEnd, then Go, then (postcopy only)
+// RamBatch* until every page is in.  Destination -> source: HeaderAck after the header
+// (with the capabilities it accepts), SyncAck after each Sync, Ready after StateEnd,
+// Resumed after Go; in postcopy PageRequest* and PostcopyDone; Error (a reason) either
+// way at any time.
 // Lengths are capped (kMaxSectionPayload) before anything is allocated; a bad
-// checksum, kind or version fails the section where it happens. See
-// docs/migration-protocol.md.
+// checksum, kind or version fails the section where it happens. A RAM batch is
+// received whole, verified, decoded (decode_ram_batch: the one decoder) and only then
+// placed into guest RAM through a PagePlacer. See docs/migration-protocol.md.
 #pragma once
 
 #include <cstdint>
@@ -39,11 +42,23 @@ enum class SectionKind : uint16_t {
     Error = 12,
     Sync = 13,     // src -> dst: answer with SyncAck once everything before is applied
     SyncAck = 14,  // dst -> src
+    Discard = 15,       // src -> dst (postcopy switch): runs of pages dirtied since they were sent
+    PageRequest = 16,   // dst -> src (postcopy): pages a fault is waiting for
+    PostcopyDone = 17,  // dst -> src (postcopy): every page of RAM has arrived
 };
 const char* section_name(SectionKind k);
 
 // 2: virtio device state carries each device's type and own state (net or blk).
-inline constexpr uint32_t kStreamVersion = 2;
+// 3: the header and its ack carry capabilities (postcopy); discard, page-request and
+//    postcopy-done sections.
+inline constexpr uint32_t kStreamVersion = 3;
+// Capability bits, in the header (what the source asks for) and the header-ack (what
+// the destination accepts).
+inline constexpr uint32_t kCapPostcopy = 1;
+// RamBatch instance: pages pushed by the source (rounds, background stream), or
+// answers to the destination's page requests.
+inline constexpr uint32_t kRamPushed = 0;
+inline constexpr uint32_t kRamAnswer = 1;
 inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint32_t kMaxBatchPages = 256;
 inline constexpr uint64_t kMaxSectionPayload = 4 + kMaxBatchPages * (8 + kPageSize);  // a full RAM batch
@@ -87,6 +102,7 @@ struct StreamHeader {
     uint32_t page_size = kPageSize;
     uint32_t cpus = 0;
     uint32_t tsc_khz = 0;
+    uint32_t caps = 0;  // kCap* the source asks for
     std::vector<RamRange> ram;
     std::vector<kvm_cpuid_entry2> cpuid;  // the CPU the guest sees (vCPU 0)
 };
@@ -95,20 +111,56 @@ Result<StreamHeader> decode_header(std::span<const uint8_t> payload);
 // Empty string when `theirs` can be received by a guest configured like `ours`.
 std::string header_mismatch(const StreamHeader& ours, const StreamHeader& theirs);
 
-// Receives one section. A RAM batch goes straight into guest memory: its page table
-// is read and validated whole first (as apply_ram_batch does), then its data pages
-// are read into their guest pages and the checksum is checked over what landed (a
-// batch that fails it leaves garbage in guest RAM: the migration fails and the guest
-// never runs there). Returns the batch's figures, or nullopt with any other section
-// in `other`.
-Result<std::optional<RamBatchStats>> recv_section_or_ram(Channel& ch, const GuestMemory& mem, Section& other);
-
 // RAM batch payload: count:u32, count x (gpa | flags):u64, then the data pages in
 // order. Flags in the low bits of the page-aligned gpa.
 inline constexpr uint64_t kPageFlagZero = 1;
 inline constexpr uint64_t kPageFlagData = 2;
-// Validates the whole batch against `mem` (every gpa page-aligned and inside RAM,
-// flags known, data length exact) before writing any page; then writes it.
+
+// One page of a decoded batch: where it goes and what goes there.
+struct DecodedPage {
+    uint64_t gpa;
+    uint32_t region;       // index into GuestMemory::regions()
+    uint64_t index;        // page index inside that region
+    uint8_t* host;         // the guest page in this process
+    const uint8_t* data;   // its 4 KiB inside the payload; nullptr for a zero page
+};
+// The one RAM batch decoder: validates the whole batch against `mem` (count capped,
+// every gpa page-aligned and inside one region, flags known, data length exact) and
+// fills `out` (capacity reused). Writes nothing.
+Result<RamBatchStats> decode_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload, std::vector<DecodedPage>& out);
+
+// How decoded pages land in guest RAM: a plain copy while nothing runs there
+// (precopy), UFFDIO_COPY / UFFDIO_ZEROPAGE under userfaultfd (postcopy).
+class PagePlacer {
+public:
+    virtual ~PagePlacer() = default;
+    virtual Result<void> place(const DecodedPage& page) = 0;
+};
+class DirectPlacer final : public PagePlacer {
+public:
+    // A zero page is cleared only if it is not zero already (a never-touched page
+    // maps the shared zero page: reading it is cheap, writing it allocates).
+    Result<void> place(const DecodedPage& page) override;
+};
+
+// Decodes a verified batch, then places every page through `placer`.
+Result<RamBatchStats> place_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload, PagePlacer& placer,
+                                      std::vector<DecodedPage>& scratch);
+// place_ram_batch with a DirectPlacer (tests, fuzzers, precopy).
 Result<RamBatchStats> apply_ram_batch(const GuestMemory& mem, std::span<const uint8_t> payload);
+
+// Page lists (discard runs, page requests): u32 count, count x (u64 gpa, u32 pages).
+struct PageRun {
+    uint64_t gpa;
+    uint32_t pages;
+};
+inline constexpr uint32_t kMaxRunsPerSection = 65536;
+std::vector<uint8_t> encode_page_runs(std::span<const PageRun> runs);
+// Refuses a run that is empty, unaligned, or not inside one RAM region of `mem`.
+Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<const uint8_t> payload);
+
+// The header-ack's payload: the capabilities the destination accepts.
+std::vector<uint8_t> encode_caps(uint32_t caps);
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload);
 
 }  // namespace ferry

@@ -1,10 +1,48 @@
 #include "monitor/migration_commands.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 
 namespace ferry {
 
-nlohmann::json query_migrate_json(const MigrationStats& s) {
+namespace {
+uint32_t percentile(const std::vector<uint32_t>& sorted, double q) {
+    if (sorted.empty()) return 0;
+    size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+    return sorted[std::min(i, sorted.size() - 1)];
+}
+}  // namespace
+
+nlohmann::json latency_json(const PostcopyFaultStats& f) {
+    auto lat = f.latencies_us;
+    std::sort(lat.begin(), lat.end());
+    nlohmann::json series = nlohmann::json::array();
+    for (const auto& x : f.series) series.push_back({x.at_us, x.gpa, x.latency_us});
+    // Power-of-two buckets in microseconds: bucket i counts latencies < 2^i us.
+    std::vector<uint64_t> buckets;
+    for (uint32_t v : lat) {
+        size_t b = 0;
+        while ((1ull << b) <= v) ++b;
+        if (buckets.size() <= b) buckets.resize(b + 1);
+        buckets[b]++;
+    }
+    nlohmann::json j{{"faults", f.faults},
+                     {"requests", f.requests},
+                     {"count", lat.size()},
+                     {"p50-us", percentile(lat, 0.50)},
+                     {"p90-us", percentile(lat, 0.90)},
+                     {"p99-us", percentile(lat, 0.99)},
+                     {"max-us", lat.empty() ? 0 : lat.back()},
+                     {"histogram-log2-us", buckets},
+                     {"series-fields", {"at-us", "gpa", "latency-us"}},
+                     {"series", series},
+                     {"series-truncated", f.series.size() < lat.size()}};
+    if (f.thp_before_bytes) j["thp-before-collapse-bytes"] = *f.thp_before_bytes;
+    if (f.thp_after_bytes) j["thp-after-collapse-bytes"] = *f.thp_after_bytes;
+    return j;
+}
+
+nlohmann::json query_migrate_json(const MigrationStats& s, const std::optional<PostcopyFaultStats>& faults) {
     if (s.status == MigrationStatus::None) return nlohmann::json::object();
     nlohmann::json j{{"status", migration_status_name(s.status)}, {"total-time", s.total_time_ms}, {"setup-time", s.setup_time_ms}};
     if (s.downtime_ms) j["downtime"] = *s.downtime_ms;
@@ -20,7 +58,11 @@ nlohmann::json query_migrate_json(const MigrationStats& s) {
                 {"mbps", s.mbps},
                 {"dirty-pages-rate", s.dirty_pages_rate},
                 {"page-size", 4096},
-                {"postcopy-requests", 0}};
+                {"postcopy-requests", faults ? faults->requests : s.postcopy_requests}};
+    if (faults) {
+        j["postcopy-blocktime"] = faults->blocktime_ms;
+        j["postcopy-vcpu-blocktime"] = faults->vcpu_blocktime_ms;
+    }
     if (s.status == MigrationStatus::Failed && !s.error.empty()) j["error-desc"] = s.error;
     return j;
 }
@@ -62,7 +104,15 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
         !ok)
         return ok;
     if (auto ok = add({"query-migrate", {},
-                       [c](const nlohmann::json&, CallContext&) -> QmpResult { return query_migrate_json(c->stats()); }});
+                       [c](const nlohmann::json&, CallContext&) -> QmpResult { return query_migrate_json(c->stats(), c->fault_stats()); }});
+        !ok)
+        return ok;
+    if (auto ok = add({"ferry-query-migrate-latency", {},
+                       [c](const nlohmann::json&, CallContext&) -> QmpResult {
+                           auto f = c->fault_stats();
+                           if (!f) return qmp_error("no postcopy migration has come in here (the latency is measured on the destination)");
+                           return latency_json(*f);
+                       }});
         !ok)
         return ok;
 
@@ -77,8 +127,12 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                                bool on = item.at("state").get<bool>();
                                if (name == "events") {
                                    caps.events = on;
-                               } else if (name == "postcopy-ram" || name == "postcopy-blocktime") {
-                                   if (on) return qmp_error(fmt::format("Capability '{}' is not implemented yet in ferry", name));
+                               } else if (name == "postcopy-ram") {
+                                   caps.postcopy_ram = on;
+                               } else if (name == "postcopy-blocktime") {
+                                   caps.postcopy_blocktime = on;
+                               } else if (name == "x-postcopy-auto") {
+                                   caps.postcopy_auto = on;
                                } else {
                                    return qmp_error(fmt::format("Parameter 'capability' does not accept value '{}'", name));
                                }
@@ -90,9 +144,11 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
         return ok;
     if (auto ok = add({"query-migrate-capabilities", {},
                        [c](const nlohmann::json&, CallContext&) -> QmpResult {
-                           return nlohmann::json::array({{{"capability", "events"}, {"state", c->capabilities().events}},
-                                                         {{"capability", "postcopy-ram"}, {"state", false}},
-                                                         {{"capability", "postcopy-blocktime"}, {"state", false}}});
+                           auto caps = c->capabilities();
+                           return nlohmann::json::array({{{"capability", "events"}, {"state", caps.events}},
+                                                         {{"capability", "postcopy-ram"}, {"state", caps.postcopy_ram}},
+                                                         {{"capability", "postcopy-blocktime"}, {"state", caps.postcopy_blocktime}},
+                                                         {{"capability", "x-postcopy-auto"}, {"state", caps.postcopy_auto}}});
                        }});
         !ok)
         return ok;
@@ -128,8 +184,9 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                        }});
         !ok)
         return ok;
-    return add({"migrate-start-postcopy", {}, [](const nlohmann::json&, CallContext&) -> QmpResult {
-                    return qmp_error("postcopy migration is not implemented yet in ferry");
+    return add({"migrate-start-postcopy", {}, [c](const nlohmann::json&, CallContext&) -> QmpResult {
+                    if (auto ok = c->start_postcopy(); !ok) return qmp_error(ok.error().message());
+                    return nlohmann::json::object();
                 }});
 }
 

@@ -3,15 +3,25 @@
 //   migrate-incoming {"uri"}        receive one (a guest started with --incoming defer)
 //   migrate_cancel                  cancel the outgoing migration; the guest runs on here
 //   migrate-set-capabilities {"capabilities": [{"capability", "state"}]}
-//                                   events (MIGRATION events); postcopy-ram and
-//                                   postcopy-blocktime are refused until postcopy lands
+//                                   events (MIGRATION events), postcopy-ram (may switch
+//                                   to postcopy), postcopy-blocktime (accepted; ferry
+//                                   always measures it), x-postcopy-auto (ferry's:
+//                                   hybrid, switch by itself when precopy does not converge)
+//   migrate-start-postcopy          switch the running migration to postcopy
+//   ferry-query-migrate-latency     on a postcopy destination: faults, requests, the
+//                                   fault -> page-placed latency (count, p50/p90/p99/max,
+//                                   log2 histogram) and a time series of faults
 //   migrate-set-parameters {"downtime-limit": ms, "max-bandwidth": bytes/s,
 //                           "x-max-rounds": n (ferry's own: rounds before "not converging", default 30)}
 //   query-migrate-parameters, query-migrate-capabilities
 //   query-migrate                   {} before any migration; else status, total-time,
 //                                   setup-time, downtime, expected-downtime, ram{...},
+//                                   postcopy-requests, postcopy-blocktime and
+//                                   postcopy-vcpu-blocktime (destination, in ms),
 //                                   error-desc when failed
 #pragma once
+
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +35,8 @@ namespace ferry {
 Result<void> add_migration_commands(CommandTable& table, MigrationControl& control);
 
 // query-migrate's reply for these figures.
-nlohmann::json query_migrate_json(const MigrationStats& s);
+nlohmann::json query_migrate_json(const MigrationStats& s, const std::optional<PostcopyFaultStats>& faults = std::nullopt);
+// ferry-query-migrate-latency's reply.
+nlohmann::json latency_json(const PostcopyFaultStats& f);
 
 }  // namespace ferry

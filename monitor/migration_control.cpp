@@ -74,7 +74,10 @@ Result<void> MigrationControl::start_outgoing(const std::string& uri) {
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
     outgoing_.reset();
-    outgoing_ = std::make_unique<MigrationSource>(m_, *addr, params_, [this](MigrationStatus s) { on_status(s); });
+    MigrationParams p = params_;
+    p.postcopy = caps_.postcopy_ram;
+    p.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
+    outgoing_ = std::make_unique<MigrationSource>(m_, *addr, p, [this](MigrationStatus s) { on_status(s); });
     outgoing_->start();
     return {};
 }
@@ -96,9 +99,26 @@ void MigrationControl::cancel_outgoing() {
     if (outgoing_) outgoing_->cancel();
 }
 
+Result<void> MigrationControl::start_postcopy() {
+    if (!outgoing_active()) return fail(Domain::Migration, "Postcopy must be started after migration has been started");
+    if (!caps_.postcopy_ram) return fail(Domain::Migration, "Enable postcopy with migrate_set_capability before the start of migration");
+    outgoing_->start_postcopy();
+    return {};
+}
+
+std::optional<PostcopyFaultStats> MigrationControl::fault_stats() const {
+    if (!incoming_) return std::nullopt;
+    return incoming_->fault_stats();
+}
+
 void MigrationControl::set_params(const MigrationParams& p) {
     params_ = p;
-    if (outgoing_) outgoing_->set_params(p);
+    if (outgoing_) {
+        MigrationParams q = p;
+        q.postcopy = caps_.postcopy_ram;
+        q.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
+        outgoing_->set_params(q);
+    }
 }
 
 Result<void> MigrationControl::set_capabilities(const MigrationCapabilities& c) {

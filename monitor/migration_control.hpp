@@ -26,7 +26,10 @@
 namespace ferry {
 
 struct MigrationCapabilities {
-    bool events = false;  // MIGRATION events (QEMU's "events" capability)
+    bool events = false;              // MIGRATION events (QEMU's "events" capability)
+    bool postcopy_ram = false;        // may switch to postcopy (QEMU's "postcopy-ram")
+    bool postcopy_blocktime = false;  // report blocktime (QEMU's; ferry always measures it)
+    bool postcopy_auto = false;       // ferry's "x-postcopy-auto": hybrid, switch by itself
 };
 
 class MigrationControl {
@@ -45,6 +48,10 @@ public:
     Result<uint16_t> start_incoming(const std::string& uri);
     // migrate_cancel: cancels an outgoing migration (QEMU cancels only outgoing ones).
     void cancel_outgoing();
+    // migrate-start-postcopy (QEMU's errors when postcopy-ram is off or no migration runs).
+    Result<void> start_postcopy();
+    // The incoming postcopy's fault figures (nullopt: no postcopy here yet).
+    std::optional<PostcopyFaultStats> fault_stats() const;
 
     MigrationParams params() const { return params_; }
     void set_params(const MigrationParams& p);

@@ -3,8 +3,7 @@
 //
 //   u8 flags   bit0 fix checksums: before sending, the harness rewrites each
 //              complete section's xxh3 so mutations get past the checksum;
-//              bit1 read sections with recv_section() and apply RAM batches with
-//              apply_ram_batch() (else recv_section_or_ram(), straight into RAM);
+//              bit1 (unused; kept so that older corpus files mean the same)
 //              bit2 read the first section with expect_section(Header)
 //   stream     raw bytes, as a source sends them (section frames, payloads, sums)
 //
@@ -13,7 +12,9 @@
 // sections are read; each is handled as MigrationDestination::receive() does:
 //   Header       decode_header, header_mismatch against this fake guest; a decoded
 //                header must re-encode to the same bytes
-//   RamBatch     into the fake guest RAM (fake_ram.hpp: two regions, a hole)
+//   RamBatch     verified whole, then decode_ram_batch + DirectPlacer into the fake
+//                guest RAM (fake_ram.hpp: two regions, a hole)
+//   Discard, PageRequest  decode_page_runs against the fake RAM; HeaderAck: decode_caps
 //   VcpuState    u64 saved-at + VcpuState::load; VmState: VmState::load (both must
 //                re-encode to what they read)
 //   DeviceState  the per-device part of Machine::restore_devices (which needs a
@@ -150,6 +151,9 @@ void on_section(const Section& s) {
     switch (s.kind) {
         case SectionKind::Header: on_header(s.payload); break;
         case SectionKind::RamBatch: (void)apply_ram_batch(ram(), s.payload); break;
+        case SectionKind::Discard:
+        case SectionKind::PageRequest: (void)decode_page_runs(ram(), s.payload); break;
+        case SectionKind::HeaderAck: (void)decode_caps(s.payload); break;
         case SectionKind::VcpuState: on_vcpu_state(s.payload); break;
         case SectionKind::VmState: on_vm_state(s.payload); break;
         case SectionKind::DeviceState: on_device_state(s.payload); break;
@@ -171,13 +175,7 @@ void load(Channel& ch, uint8_t flags) {
     }
     Section s{};
     for (int i = 0; i < kMaxSections; ++i) {
-        if (flags & 2) {
-            if (!recv_section_into(ch, s)) return;
-        } else {
-            auto batch = recv_section_or_ram(ch, ram(), s);
-            if (!batch) return;
-            if (*batch) continue;
-        }
+        if (!recv_section_into(ch, s)) return;
         on_section(s);
     }
 }

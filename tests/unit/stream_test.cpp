@@ -184,43 +184,68 @@ TEST_CASE("state readers refuse truncated input", "[stream]") {
     CHECK_FALSE(small.get_string(s, 3));  // longer than allowed
 }
 
-TEST_CASE("RAM batches received straight into guest memory are checked the same way", "[stream]") {
+TEST_CASE("a RAM batch is verified whole before any page is placed", "[stream]") {
     Ram ram;
     const uint64_t base = 0x100000;
-    Section other;
-    SECTION("a good batch lands; other sections come back as they are") {
+    Section s;
+    SECTION("a good batch lands through the placer") {
         Pair p;
         auto payload = batch({(base + 4096) | kPageFlagData, base | kPageFlagZero}, 1, 0x33);
         REQUIRE(send_section(*p.a, SectionKind::RamBatch, 0, payload));
-        REQUIRE(send_section(*p.a, SectionKind::VmState, 0, std::vector<uint8_t>{1, 2, 3}));
-        auto st = recv_section_or_ram(*p.b, ram.mem, other);
+        REQUIRE(recv_section_into(*p.b, s));
+        DirectPlacer direct;
+        std::vector<DecodedPage> scratch;
+        auto st = place_ram_batch(ram.mem, s.payload, direct, scratch);
         REQUIRE(st);
-        REQUIRE(st->has_value());
-        CHECK((*st)->data == 1);
-        CHECK((*st)->zero == 1);
+        CHECK(st->data == 1);
+        CHECK(st->zero == 1);
         CHECK(ram.buf[4096] == 0x33);
-        auto next = recv_section_or_ram(*p.b, ram.mem, other);
-        REQUIRE(next);
-        CHECK_FALSE(next->has_value());
-        CHECK(other.kind == SectionKind::VmState);
-        CHECK(other.payload.size() == 3);
+        REQUIRE(scratch.size() == 2);
+        CHECK(scratch[0].gpa == base + 4096);
+        CHECK(scratch[0].index == 1);
+        CHECK(scratch[1].data == nullptr);
     }
-    SECTION("a page outside RAM is refused before any data is read") {
+    SECTION("a bad checksum fails the batch and nothing is written") {
         Pair p;
-        REQUIRE(send_section(*p.a, SectionKind::RamBatch, 0, batch({(base + 64 * 4096) | kPageFlagData}, 1)));
-        CHECK_FALSE(recv_section_or_ram(*p.b, ram.mem, other));
-        for (uint8_t b : ram.buf) REQUIRE(b == 0);
-    }
-    SECTION("a bad checksum fails the batch") {
-        Pair p;
-        auto payload = batch({base | kPageFlagData}, 1);
+        auto payload = batch({base | kPageFlagData}, 1, 0x44);
         SectionFrame f{static_cast<uint16_t>(SectionKind::RamBatch), 1, 0, payload.size()};
         std::vector<uint8_t> raw(sizeof(f) + payload.size() + 8, 0);
         std::memcpy(raw.data(), &f, sizeof(f));
         std::memcpy(raw.data() + sizeof(f), payload.data(), payload.size());
         REQUIRE(p.a->send_all(raw));
-        auto st = recv_section_or_ram(*p.b, ram.mem, other);
+        auto st = recv_section_into(*p.b, s);
         REQUIRE_FALSE(st);
         CHECK(st.error().message().find("checksum") != std::string::npos);
+        for (uint8_t b : ram.buf) REQUIRE(b == 0);
     }
+    SECTION("a placer that refuses a page fails the batch") {
+        struct Refuse : PagePlacer {
+            Result<void> place(const DecodedPage&) override { return fail(Domain::Migration, "no"); }
+        } refuse;
+        std::vector<DecodedPage> scratch;
+        CHECK_FALSE(place_ram_batch(ram.mem, batch({base | kPageFlagData}, 1), refuse, scratch));
+    }
+}
+
+TEST_CASE("page lists and capabilities decode only what is inside guest RAM", "[stream]") {
+    Ram ram;
+    const uint64_t base = 0x100000;
+    std::vector<PageRun> runs{{base, 2}, {base + 8 * 4096, 1}};
+    auto d = decode_page_runs(ram.mem, encode_page_runs(runs));
+    REQUIRE(d);
+    REQUIRE(d->size() == 2);
+    CHECK((*d)[0].pages == 2);
+    CHECK((*d)[1].gpa == base + 8 * 4096);
+    std::vector<PageRun> outside{{base + 63 * 4096, 2}};  // runs past the end of RAM
+    CHECK_FALSE(decode_page_runs(ram.mem, encode_page_runs(outside)));
+    std::vector<PageRun> unaligned{{base + 1, 1}};
+    CHECK_FALSE(decode_page_runs(ram.mem, encode_page_runs(unaligned)));
+    std::vector<PageRun> empty{{base, 0}};
+    CHECK_FALSE(decode_page_runs(ram.mem, encode_page_runs(empty)));
+    auto bytes = encode_page_runs(runs);
+    bytes.pop_back();
+    CHECK_FALSE(decode_page_runs(ram.mem, bytes));
+    CHECK(*decode_caps(encode_caps(kCapPostcopy)) == kCapPostcopy);
+    CHECK(*decode_caps({}) == 0);
+    CHECK_FALSE(decode_caps(std::vector<uint8_t>{1, 2}));
 }

@@ -1,0 +1,186 @@
+// The source's postcopy phase (MigrationSource, migration/source.hpp): the switch
+// (pause, discard list, state, Go) and the service that follows: page requests first,
+// the background stream between them.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "base/log.hpp"
+#include "migration/source.hpp"
+#include "migration/stream.hpp"
+
+namespace ferry {
+
+namespace {
+constexpr auto kReplyTimeout = std::chrono::seconds(60);
+// Background batches are small so that a request waits behind little: 16 pages.
+constexpr uint32_t kBackgroundPages = 16;
+// And little may queue in the socket unsent (TCP_NOTSENT_LOWAT).
+constexpr uint32_t kUnsentLimit = 128 * 1024;
+// How long the destination may take to confirm the last page.
+constexpr auto kDoneTimeout = std::chrono::seconds(120);
+
+bool is_zero_page(const uint8_t* p) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    uint64_t acc = 0;
+    for (size_t i = 0; i < kPageSize / 8; ++i) acc |= w[i];
+    return acc == 0;
+}
+}  // namespace
+
+Result<void> MigrationSource::switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty) {
+    set_status(MigrationStatus::Device);
+    paused_at_ = std::chrono::steady_clock::now();
+    we_paused_ = m_.run_state() == RunState::Running;
+    m_.pause();
+    // Everything dirtied since it was sent must come again: the destination drops it
+    // and faults on it.
+    if (auto ok = dirty_->sync(dirty); !ok) return ok;
+    if (auto ok = send_discards(dirty); !ok) return ok;
+    dirty_->stop();  // the guest stays paused here from now on
+    if (auto ok = send_state(); !ok) return ok;
+    if (auto ok = wait_ready_and_go(); !ok) return ok;
+    stats_.update([&](MigrationStats& s) { s.postcopy_switched = true; });
+    set_status(MigrationStatus::PostcopyActive);
+    logger("mig")->info("postcopy: {} of {} pages still to send", index_.total() - sent_->count(), index_.total());
+    return serve_postcopy();
+}
+
+Result<void> MigrationSource::send_discards(const std::vector<std::vector<uint64_t>>& dirty) {
+    std::vector<PageRun> runs;
+    auto flush = [&]() -> Result<void> {
+        if (runs.empty()) return {};
+        auto payload = encode_page_runs(runs);
+        runs.clear();
+        return send_section(*ch_, SectionKind::Discard, 0, payload);
+    };
+    const auto& regions = m_.memory().regions();
+    for (size_t ri = 0; ri < regions.size(); ++ri) {
+        uint64_t npages = regions[ri].size() / kPageSize;
+        const auto& bits = dirty[ri];
+        uint64_t first = index_.first_page(static_cast<uint32_t>(ri));
+        for (uint64_t p = 0; p < npages;) {
+            if (!(bits[p / 64] & (1ull << (p % 64)))) {
+                ++p;
+                continue;
+            }
+            uint64_t start = p;
+            while (p < npages && (bits[p / 64] & (1ull << (p % 64))) && p - start < UINT32_MAX) sent_->clear(first + p++);
+            runs.push_back({regions[ri].start.raw() + start * kPageSize, static_cast<uint32_t>(p - start)});
+            if (runs.size() == kMaxRunsPerSection)
+                if (auto ok = flush(); !ok) return ok;
+        }
+    }
+    return flush();
+}
+
+// Sends these pages (global page numbers) as one RAM batch straight from guest RAM:
+// the guest is paused here, so the pages cannot change under the send.
+Result<void> MigrationSource::send_pages(const std::vector<uint64_t>& pages, uint32_t instance) {
+    if (pages.empty()) return {};
+    std::vector<uint64_t> entries;
+    std::vector<std::span<const uint8_t>> pieces;
+    entries.reserve(pages.size());
+    pieces.reserve(pages.size() + 2);
+    uint32_t count = static_cast<uint32_t>(pages.size());
+    pieces.emplace_back(reinterpret_cast<const uint8_t*>(&count), 4);
+    pieces.emplace_back();  // the table, once filled
+    uint64_t data = 0, zero = 0;
+    for (uint64_t page : pages) {
+        auto [r, idx] = index_.locate(page);
+        const auto& region = m_.memory().regions()[r];
+        const uint8_t* host = region.map.addr() + idx * kPageSize;
+        uint64_t gpa = region.start.raw() + idx * kPageSize;
+        if (is_zero_page(host)) {
+            entries.push_back(gpa | kPageFlagZero);
+            ++zero;
+        } else {
+            entries.push_back(gpa | kPageFlagData);
+            pieces.emplace_back(host, kPageSize);
+            ++data;
+        }
+    }
+    pieces[1] = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(entries.data()), entries.size() * 8);
+    auto before = ch_->bytes_sent();
+    if (auto ok = send_section(*ch_, SectionKind::RamBatch, instance, pieces); !ok) return ok;
+    uint64_t sent = ch_->bytes_sent() - before;
+    round_bytes_ += sent;
+    stats_.update([&](MigrationStats& s) {
+        s.ram_transferred += sent;
+        s.ram_normal += data;
+        s.ram_normal_bytes += data * kPageSize;
+        s.ram_duplicate += zero;
+        s.ram_remaining = (index_.total() - sent_->count()) * kPageSize;
+    });
+    return {};
+}
+
+Result<void> MigrationSource::serve_postcopy() {
+    (void)ch_->set_unsent_limit(kUnsentLimit);
+    PageCursor cursor(*sent_);
+    std::vector<uint64_t> batch;
+    round_start_ = Clock::now();
+    round_bytes_ = 0;
+    uint64_t answered = 0;
+    std::optional<Clock::time_point> all_sent_at;
+    for (;;) {
+        if (cancelled()) return fail(Domain::Migration, "cancelled after the switch-over");
+        auto ev = back_->events();
+        if (!ev.error.empty()) return fail(Domain::Migration, ev.error);
+        // Urgent first: the pages a fault waits for, each sent once.
+        bool all_sent = sent_->count() == index_.total();
+        auto requests = back_->take_requests(all_sent ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+        if (!requests.empty()) {
+            batch.clear();
+            for (uint64_t gpa : requests) {
+                auto page = index_.page_of(gpa);
+                if (!page) return fail(Domain::Migration, fmt::format("the destination asked for {:#x}, outside guest RAM", gpa));
+                if (!sent_->set(*page)) batch.push_back(*page);  // else: already on its way
+                if (batch.size() == kMaxBatchPages) {
+                    if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
+                    answered += batch.size();
+                    batch.clear();
+                }
+            }
+            if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
+            answered += batch.size();
+            // The background stream goes on from the last fault: the guest's locality.
+            if (auto last = index_.page_of(requests.back())) cursor.jump(*last + 1);
+            stats_.update([&](MigrationStats& s) { s.postcopy_requests = answered; });
+            continue;
+        }
+        if (all_sent) {
+            // The source keeps its copy until the destination confirms every page.
+            if (back_->events().postcopy_done) break;
+            if (!all_sent_at) all_sent_at = Clock::now();
+            if (Clock::now() - *all_sent_at > kDoneTimeout)
+                return fail(Domain::Migration, "the destination did not confirm that it has every page");
+            continue;
+        }
+        // Background: the next unsent pages from the cursor.
+        batch.clear();
+        while (batch.size() < kBackgroundPages) {
+            auto page = cursor.next();
+            if (!page) break;
+            if (!sent_->set(*page)) batch.push_back(*page);
+            cursor.jump(*page + 1);
+        }
+        if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;
+        throttle();
+    }
+    auto resumed = back_->events().resumed_at;
+    auto end = Clock::now();
+    stats_.update([&](MigrationStats& s) {
+        if (resumed) s.downtime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(*resumed - paused_at_).count());
+        s.ram_remaining = 0;
+        s.postcopy_requests = answered;
+        auto secs = std::chrono::duration<double>(end - round_start_).count();
+        if (secs > 0 && round_bytes_ >= (1u << 20)) s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6;
+    });
+    logger("mig")->info("postcopy complete: {} pages answered on request, downtime {} us", answered,
+                        resumed ? std::chrono::duration_cast<std::chrono::microseconds>(*resumed - paused_at_).count() : -1);
+    m_.set_postmigrate();
+    return {};
+}
+
+}  // namespace ferry
