@@ -63,6 +63,9 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
                           "(QEMU's -no-reboot; the default reboots, as QEMU does)");
     run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
                           "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
+    run.add_flag_callback("--paused", [&a] { a.paused = "on"; },
+                          "with --incoming: leave the arrived guest paused until QMP cont (QEMU's -S); a postcopy "
+                          "migration still completes, its pages streamed in the background");
     run.add_option("--incoming", a.incoming,
                    "run no guest code; receive a live migration on tcp:HOST:PORT (port 0 picks one, printed on stderr), "
                    "or wait for QMP migrate-incoming (defer); --kernel is then not needed")
@@ -92,7 +95,10 @@ int main(int argc, char** argv) {
         "cancels it; the guest keeps running on the source), 2 for bad options.");
     migrate->add_option("--qmp", mig.qmp, "QMP socket of the source ferry")->type_name("PATH")->required();
     migrate->add_option("--to", mig.to, "the destination, started with ferry run --incoming")->type_name("tcp:HOST:PORT")->required();
-    migrate->add_option("--mode", mig.mode, "precopy (default); postcopy and hybrid are not implemented yet")
+    migrate->add_option("--mode", mig.mode,
+                        "precopy (default): dirty-page rounds, then a short pause; postcopy: switch at once, the destination "
+                        "runs and fetches missing pages on fault (userfaultfd) while the rest streams; hybrid: precopy rounds, "
+                        "switching to postcopy when a round no longer halves the dirty set")
         ->type_name("precopy|postcopy|hybrid");
     migrate->add_option("--downtime-limit", mig.downtime_limit, "largest pause allowed for the last round (default 300)")
         ->type_name("MS");

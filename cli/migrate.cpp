@@ -32,19 +32,23 @@ std::string progress_line(const nlohmann::json& q) {
     uint64_t sent = ram.value("normal-bytes", uint64_t{0});
     uint64_t remaining = ram.value("remaining", uint64_t{0});
     double pct = sent + remaining ? 100.0 * static_cast<double>(sent) / static_cast<double>(sent + remaining) : 0;
+    std::string status = q.value("status", "?");
+    if (status == "postcopy-active")
+        return fmt::format("migrate: postcopy  {:5.1f}%  sent {} MiB  remaining {} MiB  pages asked for by faults {}", pct, sent >> 20,
+                           remaining >> 20, ram.value("postcopy-requests", uint64_t{0}));
     return fmt::format("migrate: {:<9} round {:>2}  {:5.1f}%  sent {} MiB  at {:.0f} Mbit/s  remaining {} MiB  dirty {} pages/s",
-                       q.value("status", "?"), ram.value("dirty-sync-count", uint64_t{0}), pct, sent >> 20,
+                       status, ram.value("dirty-sync-count", uint64_t{0}), pct, sent >> 20,
                        ram.value("mbps", 0.0), remaining >> 20, ram.value("dirty-pages-rate", uint64_t{0}));
 }
 
 std::string summary_line(const nlohmann::json& q) {
     const auto& ram = q.value("ram", nlohmann::json::object());
     return fmt::format("migration completed: total {} ms, downtime {} ms, {} MiB transferred ({} pages with data, {} zero, "
-                       "{} never touched), {} dirty-log rounds",
+                       "{} never touched), {} dirty-log rounds, {} pages asked for by postcopy faults",
                        q.value("total-time", uint64_t{0}), q.value("downtime", uint64_t{0}),
                        ram.value("transferred", uint64_t{0}) >> 20, ram.value("normal", uint64_t{0}),
                        ram.value("duplicate", uint64_t{0}), ram.value("skipped", uint64_t{0}),
-                       ram.value("dirty-sync-count", uint64_t{0}));
+                       ram.value("dirty-sync-count", uint64_t{0}), ram.value("postcopy-requests", uint64_t{0}));
 }
 
 // The last FERRY_MIGRATION_DONE event's data, if one arrived.
@@ -57,11 +61,9 @@ std::optional<nlohmann::json> final_stats(const QmpClient& c) {
 }  // namespace
 
 int cmd_migrate(const MigrateArgs& a) {
-    if (a.mode != "precopy") {
-        if (a.mode == "postcopy" || a.mode == "hybrid")
-            return error_exit(kExitError, fmt::format("--mode {} is not implemented yet (precopy works)", a.mode));
+    if (a.mode != "precopy" && a.mode != "postcopy" && a.mode != "hybrid")
         return error_exit(kExitUsage, fmt::format("--mode must be precopy, postcopy or hybrid, not '{}'", a.mode));
-    }
+    bool postcopy = a.mode != "precopy";
     nlohmann::json params = nlohmann::json::object();
     if (a.downtime_limit) params["downtime-limit"] = *a.downtime_limit;
     if (a.max_bandwidth) {
@@ -83,8 +85,15 @@ int cmd_migrate(const MigrateArgs& a) {
     if (!params.empty()) {
         if (auto r = call("migrate-set-parameters", params); !r) return error_exit(kExitError, r.error().message());
     }
-    (void)call("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}});
+    nlohmann::json caps = {{{"capability", "events"}, {"state", true}},
+                           {{"capability", "postcopy-ram"}, {"state", postcopy}},
+                           {{"capability", "x-postcopy-auto"}, {"state", a.mode == "hybrid"}}};
+    if (auto r = call("migrate-set-capabilities", {{"capabilities", caps}}); !r) return error_exit(kExitError, r.error().message());
     if (auto r = call("migrate", {{"uri", a.to}}); !r) return error_exit(kExitError, r.error().message());
+    // postcopy: switch as soon as the device state can go (QEMU's migrate-start-postcopy).
+    if (a.mode == "postcopy") {
+        if (auto r = call("migrate-start-postcopy", nlohmann::json::object()); !r) return error_exit(kExitError, r.error().message());
+    }
 
     struct sigaction sa {};
     sa.sa_handler = on_sigint;

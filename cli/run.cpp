@@ -165,6 +165,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
     }
     if (plan->incoming) {
         // The guest arrives over the network; its vCPUs start when the source hands over.
+        (*migration)->set_incoming_paused(plan->paused);
         if (*plan->incoming != "defer") {
             auto port = (*migration)->start_incoming(*plan->incoming);
             if (!port) {

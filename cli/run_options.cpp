@@ -118,6 +118,7 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "numa-node") ok = take_string(node, key, a.numa_node);
         else if (key == "incoming") ok = take_string(node, key, a.incoming);
         else if (key == "keep-source") ok = take_string(node, key, a.keep_source);
+        else if (key == "paused") ok = take_string(node, key, a.paused);
         else if (key == "no-reboot") ok = take_string(node, key, a.no_reboot);
         else if (key == "cpu") ok = take_string(node, key, a.cpu);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
@@ -150,6 +151,7 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.numa_node, cli.numa_node);
     pick(file.incoming, cli.incoming);
     pick(file.keep_source, cli.keep_source);
+    pick(file.paused, cli.paused);
     pick(file.no_reboot, cli.no_reboot);
     pick(file.cpu, cli.cpu);
     pick(file.prealloc, cli.prealloc);
@@ -224,6 +226,11 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         m.kernel = *a.kernel;
     }
     p.keep_source = a.keep_source == "on";
+    if (a.paused && *a.paused != "on" && *a.paused != "off")
+        return fail(Domain::Config, fmt::format("paused must be on or off, not '{}'", *a.paused));
+    p.paused = a.paused == "on";
+    if (p.paused && !p.incoming)
+        return fail(Domain::Config, "--paused is for an incoming migration (with --incoming); ferry does not start a booted guest paused");
     if (a.no_reboot && *a.no_reboot != "on" && *a.no_reboot != "off")
         return fail(Domain::Config, fmt::format("no-reboot must be on or off, not '{}'", *a.no_reboot));
     p.reboot = a.no_reboot != "on";

@@ -25,6 +25,7 @@ struct RunArgs {
     std::optional<std::string> prealloc, memory_report;  // flags: "on" / "off"
     std::vector<std::string> disks, nets;
     std::optional<std::string> keep_source;
+    std::optional<std::string> paused;  // "on": an incoming guest stays paused until QMP cont
     std::optional<std::string> no_reboot;  // "on": a guest reset ends ferry
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
@@ -49,6 +50,7 @@ struct RunPlan {
     std::optional<std::string> qmp;
     std::optional<std::string> incoming;  // tcp:HOST:PORT, or "defer" (wait for migrate-incoming)
     bool keep_source = false;
+    bool paused = false;  // with incoming: the arrived guest waits for QMP cont
     bool reboot = true;  // a guest reset boots the guest again (else ferry exits)
 };
 // Validates every field; the error names the option and the bad value.

@@ -21,10 +21,10 @@ constexpr uint64_t kMaxTscCatchUpNs = 3600ull * 1000000000ull;
 }  // namespace
 
 Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machine& machine, const TcpAddress& addr,
-                                                                           StatusFn on_status) {
+                                                                           StatusFn on_status, bool start_paused) {
     auto l = Listener::listen(addr);
     if (!l) return std::unexpected(l.error());
-    return std::unique_ptr<MigrationDestination>(new MigrationDestination(machine, std::move(*l), std::move(on_status)));
+    return std::unique_ptr<MigrationDestination>(new MigrationDestination(machine, std::move(*l), std::move(on_status), start_paused));
 }
 
 MigrationDestination::~MigrationDestination() {
@@ -262,7 +262,7 @@ Result<void> MigrationDestination::switch_over() {
     if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
     auto t1 = std::chrono::steady_clock::now();
     if (postcopy_in_) phase_ = Phase::Postcopy;  // from here a failure stops the guest
-    if (auto ok = m_.start(); !ok) return ok;
+    if (auto ok = start_paused_ ? m_.start_paused() : m_.start(); !ok) return ok;
     logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
                                                 std::chrono::steady_clock::now() - t1).count());
     (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());

@@ -43,7 +43,9 @@ public:
     using StatusFn = std::function<void(MigrationStatus)>;
 
     // Binds the listening socket now, so the port is open when this returns.
-    static Result<std::unique_ptr<MigrationDestination>> listen(Machine& machine, const TcpAddress& addr, StatusFn on_status);
+    // start_paused: on Go the guest is left paused (QMP cont starts it).
+    static Result<std::unique_ptr<MigrationDestination>> listen(Machine& machine, const TcpAddress& addr, StatusFn on_status,
+                                                                bool start_paused = false);
     MigrationDestination(const MigrationDestination&) = delete;
     MigrationDestination& operator=(const MigrationDestination&) = delete;
     ~MigrationDestination();
@@ -59,7 +61,8 @@ public:
     static const char* phase_name(Phase p);
 
 private:
-    MigrationDestination(Machine& m, Listener l, StatusFn f) : m_(m), listener_(std::move(l)), on_status_(std::move(f)) {}
+    MigrationDestination(Machine& m, Listener l, StatusFn f, bool paused)
+        : m_(m), listener_(std::move(l)), on_status_(std::move(f)), start_paused_(paused) {}
     void run();
     Result<void> receive();
     Result<void> accept_header();
@@ -83,6 +86,7 @@ private:
     std::vector<uint64_t> vcpu_saved_at_ns_;
     std::optional<VmState> vm_;
     std::vector<uint8_t> devices_;
+    bool start_paused_ = false;
     Phase phase_ = Phase::Setup;
     bool postcopy_ = false;                 // accepted in the header
     std::optional<Userfault> uffd_;         // opened at the header, used at the switch

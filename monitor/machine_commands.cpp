@@ -1,5 +1,7 @@
 #include "monitor/machine_commands.hpp"
 
+#include <xxhash.h>
+
 #include <fmt/format.h>
 
 #include "memory/report.hpp"
@@ -26,6 +28,23 @@ QmpResult query_cpus_fast(const Machine& m) {
     return cpus;
 }
 
+// XXH3-64 of every byte of guest RAM, per region and over all of it: two machines
+// holding the same guest (a paused migration source and its paused destination) give
+// the same figures. Reads every page (a missing postcopy page is fetched first).
+QmpResult query_ram_checksum(const Machine& m) {
+    nlohmann::json regions = nlohmann::json::array();
+    XXH3_state_t* all = XXH3_createState();
+    XXH3_64bits_reset(all);
+    for (const auto& r : m.memory().regions()) {
+        uint64_t h = XXH3_64bits(r.map.addr(), r.size());
+        XXH3_64bits_update(all, &h, sizeof(h));
+        regions.push_back({{"gpa", r.start.raw()}, {"size", r.size()}, {"xxh3", fmt::format("{:016x}", h)}});
+    }
+    uint64_t total = XXH3_64bits_digest(all);
+    XXH3_freeState(all);
+    return nlohmann::json{{"xxh3", fmt::format("{:016x}", total)}, {"regions", regions}, {"status", run_state_name(m.run_state())}};
+}
+
 QmpResult query_memory(const Machine& m) {
     auto report = memory_report(m.memory());
     if (!report) return qmp_error("cannot read the memory figures: " + report.error().message());
@@ -40,6 +59,7 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
     auto quit = ctx.quit;
     std::vector<Command> cmds;
     cmds.push_back({"query-status", {}, [m](const nlohmann::json&, CallContext&) { return query_status(*m); }});
+    cmds.push_back({"ferry-query-ram-checksum", {}, [m](const nlohmann::json&, CallContext&) { return query_ram_checksum(*m); }});
     cmds.push_back({"stop", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
                         if (m->run_state() != RunState::Running) return nlohmann::json::object();  // QEMU: no event
                         m->pause();

@@ -9,6 +9,8 @@
 //   query-cpus-fast    [{"cpu-index", "qom-path", "thread-id" (the vCPU thread's TID),
 //                        "props": {"core-id", "thread-id", "socket-id"}, "target": "x86_64"}]
 //   ferry-query-memory per-region RAM figures (memory/report.hpp; docs/memory.md)
+//   ferry-query-ram-checksum  {"xxh3", "regions": [{"gpa", "size", "xxh3"}], "status"}:
+//                      XXH3-64 of all guest RAM (compare a paused source and destination)
 //
 // Handlers run on the main thread; stop/cont block only until the vCPUs park.
 #pragma once

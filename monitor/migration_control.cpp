@@ -88,7 +88,7 @@ Result<uint16_t> MigrationControl::start_incoming(const std::string& uri) {
         return fail(Domain::Migration, "'-incoming' was not specified on the command line");
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
-    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); });
+    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); }, incoming_paused_);
     if (!dest) return std::unexpected(dest.error());
     incoming_ = std::move(*dest);
     incoming_->start();

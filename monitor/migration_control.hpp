@@ -48,6 +48,8 @@ public:
     Result<uint16_t> start_incoming(const std::string& uri);
     // migrate_cancel: cancels an outgoing migration (QEMU cancels only outgoing ones).
     void cancel_outgoing();
+    // The next incoming guest stays paused after it arrived (until QMP cont).
+    void set_incoming_paused(bool on) { incoming_paused_ = on; }
     // migrate-start-postcopy (QEMU's errors when postcopy-ram is off or no migration runs).
     Result<void> start_postcopy();
     // The incoming postcopy's fault figures (nullopt: no postcopy here yet).
@@ -79,6 +81,7 @@ private:
     std::unique_ptr<MigrationSource> outgoing_;
     std::unique_ptr<MigrationDestination> incoming_;
     bool incoming_done_ = false;
+    bool incoming_paused_ = false;
 
     std::mutex mu_;
     std::vector<MigrationStatus> pending_;

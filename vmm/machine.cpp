@@ -340,6 +340,15 @@ Result<void> Machine::start() {
         else t->start(false);
     }
     state_ = RunState::Running;
+    kick_virtio();
+    return {};
+}
+
+Result<void> Machine::start_paused() {
+    std::lock_guard lock(mu_);
+    if (!threads_parked_ || (state_ != RunState::Prelaunch && state_ != RunState::InMigrate))
+        return fail(Domain::Kvm, "machine already started, or not prepared");
+    state_ = RunState::Paused;
     return {};
 }
 
@@ -365,6 +374,14 @@ void Machine::resume() {
     if (state_ != RunState::Paused) return;
     for (auto& t : threads_) t->resume();
     state_ = RunState::Running;
+    kick_virtio();
+}
+
+// Restored devices wait for a notification before they look at their rings (guest
+// RAM may still be arriving); a running guest's devices may look at any time.
+void Machine::kick_virtio() {
+    for (auto& v : virtio_)
+        for (uint16_t q = 0; q < v->device().num_queues(); ++q) v->device().notify(q);
 }
 
 Result<size_t> Machine::announce(const virtio::AnnounceParams& p, const std::vector<std::string>& ids) {

@@ -87,6 +87,9 @@ public:
     // Creates the vCPU threads parked, so that a later start() only wakes them (an
     // incoming migration does this before the downtime begins).
     void prepare_start();
+    // After prepare_start(): the machine counts as started but stays paused (resume()
+    // runs it); an incoming guest with --paused.
+    Result<void> start_paused();
     void pause();
     // Resumes a machine paused by pause() (not one in postmigrate).
     void resume();
@@ -148,6 +151,7 @@ private:
     Result<void> probe_saveable_msrs();
     Result<void> capture_power_on();
     void request_shutdown(ShutdownRequest req);
+    void kick_virtio();
 
     MachineConfig cfg_;
     KvmSystem kvm_;

@@ -145,10 +145,11 @@ void Blk::read_config(uint64_t offset, std::span<uint8_t> data) const {
 
 void Blk::activate(DeviceContext ctx) {
     std::lock_guard lock(work_mu_);
+    bool restored = ctx.restored;
     ctx_ = std::move(ctx);
     active_ = true;
     broken_ = false;
-    process_locked();  // anything made available before DRIVER_OK (or restored)
+    if (!restored) process_locked();  // anything made available before DRIVER_OK
 }
 
 void Blk::notify(uint16_t) {

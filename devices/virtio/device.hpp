@@ -27,6 +27,9 @@ struct DeviceContext {
     uint64_t features = 0;                      // negotiated
     std::function<void(uint16_t queue)> signal;  // used-buffer interrupt
     DirtyFn dirty;                               // may be empty
+    // Restored from a migration: do not look at the rings until notified (guest RAM
+    // may not be here yet: postcopy); the machine notifies every queue when it starts.
+    bool restored = false;
 };
 
 class VirtioDevice {

@@ -121,7 +121,7 @@ void MmioTransport::set_status(uint32_t v) {
     if (!was_live && (v & kStatusDriverOk) && (v & kStatusFeaturesOk)) activate_locked();
 }
 
-void MmioTransport::activate_locked() {
+void MmioTransport::activate_locked(bool restored) {
     for (auto& q : queues_) q.set_indirect(s_.driver_features & kFRingIndirectDesc);
     DeviceContext ctx;
     ctx.mem = &mem_;
@@ -129,6 +129,7 @@ void MmioTransport::activate_locked() {
     ctx.features = s_.driver_features;
     ctx.signal = [this](uint16_t) { signal_used(); };
     ctx.dirty = dirty_;
+    ctx.restored = restored;
     dev_->activate(std::move(ctx));
 }
 
@@ -175,7 +176,7 @@ Result<void> MmioTransport::restore(StateReader& r) {
     }
     s_ = s;
     isr_ = s.interrupt_status;
-    if ((s_.status & kStatusDriverOk) && (s_.status & kStatusFeaturesOk)) activate_locked();
+    if ((s_.status & kStatusDriverOk) && (s_.status & kStatusFeaturesOk)) activate_locked(true);
     return {};
 }
 

@@ -66,7 +66,7 @@ private:
     void write_reg(uint64_t offset, uint32_t v);
     void set_status(uint32_t v);
     void reset_locked();
-    void activate_locked();
+    void activate_locked(bool restored = false);
     void signal_used();
 
     std::shared_ptr<VirtioDevice> dev_;

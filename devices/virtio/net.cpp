@@ -87,6 +87,7 @@ void Net::read_config(uint64_t offset, std::span<uint8_t> data) const {
 }
 
 void Net::activate(DeviceContext ctx) {
+    bool restored = ctx.restored;
     {
         std::lock_guard lock(work_mu_);
         ctx_ = std::move(ctx);
@@ -94,7 +95,7 @@ void Net::activate(DeviceContext ctx) {
         broken_ = false;
         rx_blocked_ = false;
     }
-    kick(notify_);  // the worker looks at the queues (buffers added before DRIVER_OK, or restored)
+    if (!restored) kick(notify_);  // the worker looks at the queues (buffers added before DRIVER_OK)
 }
 
 void Net::notify(uint16_t) { kick(notify_); }

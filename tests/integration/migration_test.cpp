@@ -9,97 +9,13 @@
 #include <regex>
 #include <thread>
 
+#include "migration_helpers.hpp"
 #include "process.hpp"
 #include "tests/common/elf_builder.hpp"
 
 using namespace ferry::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-constexpr auto kLong = 120s;
-
-std::string sock(const std::string& name) { return "/tmp/ferry-mig-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
-
-std::unique_ptr<Process> source(const std::string& qmp, const std::string& mem, int cpus, const std::string& cmdline,
-                                std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", mem, "--cpus", std::to_string(cpus),
-                                  "--qmp", qmp, "--cmdline", cmdline};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return std::make_unique<Process>(argv);
-}
-
-// A destination listening on a free port; returns the port through `port`.
-std::unique_ptr<Process> destination(const std::string& mem, int cpus, int& port, const std::string& qmp = "") {
-    std::vector<std::string> argv{ferry_bin(), "run", "--mem", mem, "--cpus", std::to_string(cpus), "--incoming", "tcp:127.0.0.1:0"};
-    if (!qmp.empty()) {
-        argv.push_back("--qmp");
-        argv.push_back(qmp);
-    }
-    auto p = std::make_unique<Process>(argv);
-    auto got = incoming_port(*p);
-    INFO(p->err());
-    REQUIRE(got);
-    port = std::stoi(*got);
-    return p;
-}
-
-int last_tick(const Process& p) {
-    int last = 0;
-    std::regex re("^guest: tick=(\\d+) ");
-    for (const auto& l : p.out_lines()) {
-        std::smatch m;
-        if (std::regex_search(l, m, re)) last = std::stoi(m[1]);
-    }
-    return last;
-}
-
-std::unique_ptr<Process> migrate(const std::string& qmp, int port, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{ferry_bin(), "migrate", "--qmp", qmp, "--to", "tcp:127.0.0.1:" + std::to_string(port)};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return std::make_unique<Process>(argv);
-}
-
-std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::string& args = "") {
-    std::vector<std::string> argv{ferry_bin(), "qmp", "--qmp", qmp, cmd};
-    if (!args.empty()) argv.push_back(args);
-    Process p(argv);
-    p.wait_exit(30s);
-    return p.out_text();
-}
-
-// Migrates a running source to a fresh destination and checks the guest goes on
-// there: ticks continue from the source's count, no page is corrupt.
-void migrate_and_check(Process& src, const std::string& src_qmp, const std::string& mem, int cpus, Process*& dst_out,
-                       std::unique_ptr<Process>& dst_holder, const std::string& dst_qmp = "") {
-    int port = 0;
-    dst_holder = destination(mem, cpus, port, dst_qmp);
-    auto mig = migrate(src_qmp, port);
-    auto mig_rc = mig->wait_exit(kLong);
-    INFO("migrate: " << mig->out_text() << mig->err() << "\nsource: " << src.err() << "\ndest: " << dst_holder->err());
-    REQUIRE(mig_rc == 0);
-    CHECK(mig->out_text().find("migration completed") != std::string::npos);
-    // The source hands over and exits.
-    auto src_rc = src.wait_exit(30s);
-    REQUIRE(src_rc == 0);
-    int before = last_tick(src);
-    REQUIRE(before >= 1);
-    // The destination continues the same guest.
-    auto next = dst_holder->wait_line(std::regex("^guest: tick=\\d+ "), 30s);
-    REQUIRE(next);
-    int first = std::stoi(next->substr(std::string("guest: tick=").size()));
-    CHECK(first > before);
-    CHECK(first <= before + 2);  // +2 when the line in flight was split by the switch
-    CHECK(next->find("corrupt=0") != std::string::npos);
-    auto later = dst_holder->wait_line(std::regex("^guest: tick=" + std::to_string(first + 1) + " "), 30s);
-    REQUIRE(later);
-    CHECK(later->find("corrupt=0") != std::string::npos);
-    CHECK(src.out_text().find("CORRUPT") == std::string::npos);
-    CHECK(dst_holder->out_text().find("CORRUPT") == std::string::npos);
-    dst_out = dst_holder.get();
-}
-
-}  // namespace
 
 // [noxsave]: also run on a CPU without XSAVE, whose KVM reports no XCRs (scripts/test).
 TEST_CASE("a verifying guest migrates and keeps counting", "[kvm][migration][noxsave]") {

@@ -166,9 +166,11 @@ TEST_CASE("virtio-blk: an image truncated under the guest gives it I/O errors an
     CHECK(p.wait_exit(30s) == 0);
 }
 
-TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm][virtio][migration]") {
-    Image img("mig", 1 << 20);
-    auto q = sock("src");
+TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying (precopy, postcopy)", "[kvm][virtio][migration][postcopy]") {
+  for (std::string mode : {"precopy", "postcopy"}) {
+   DYNAMIC_SECTION("mode=" << mode) {
+    Image img("mig-" + mode, 1 << 20);
+    auto q = sock("src-" + mode);
     auto src = std::make_unique<Process>(std::vector<std::string>{
         ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M", "--qmp", q, "--disk", img.path, "--cmdline",
         "mode=blk wss=512K seed=3"});
@@ -177,7 +179,7 @@ TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm]
     auto port = incoming_port(dst);
     INFO(dst.err());
     REQUIRE(port);
-    Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port});
+    Process mig({ferry_bin(), "migrate", "--qmp", q, "--to", "tcp:127.0.0.1:" + *port, "--mode", mode});
     auto mig_rc = mig.wait_exit(kLong);
     INFO("migrate: " << mig.out_text() << mig.err() << "\nsource: " << src->err() << "\ndest: " << dst.err());
     REQUIRE(mig_rc == 0);
@@ -200,6 +202,8 @@ TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying", "[kvm]
     CHECK(second->ioerr == 0);
     dst.signal(SIGTERM);
     CHECK(dst.wait_exit(30s) == 0);
+   }
+  }
 }
 
 TEST_CASE("virtio-blk: a destination without the disk refuses the guest; the source goes on", "[kvm][virtio][migration]") {

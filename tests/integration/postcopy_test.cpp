@@ -1,0 +1,192 @@
+// Postcopy and hybrid live migration between two ferry processes over loopback TCP:
+// the destination runs the guest at once and fetches missing pages through
+// userfaultfd while the source streams the rest (migration/source_postcopy.cpp,
+// migration/postcopy_incoming.cpp).
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "migration_helpers.hpp"
+#include "process.hpp"
+#include "tests/common/elf_builder.hpp"
+
+using namespace ferry::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const std::string& args = "") {
+    auto text = qmp_cmd(qmp, cmd, args);
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    INFO(cmd << ": " << text);
+    REQUIRE_FALSE(j.is_discarded());
+    return j;
+}
+
+// `ferry qmp` of a command that must fail: its error line.
+std::string qmp_error_text(const std::string& qmp, const std::string& cmd) {
+    Process p({ferry_bin(), "qmp", "--qmp", qmp, cmd});
+    CHECK(p.wait_exit(30s) == 1);
+    return p.err();
+}
+
+// The destination completes once its last page is in (a moment after the source).
+nlohmann::json wait_completed(const std::string& dst_qmp) {
+    nlohmann::json q;
+    for (int i = 0; i < 100; ++i) {
+        q = qmp_json(dst_qmp, "query-migrate");
+        if (q.at("status") == "completed") break;
+        std::this_thread::sleep_for(100ms);
+    }
+    INFO(q.dump());
+    CHECK(q.at("status") == "completed");
+    return q;
+}
+
+// The destination's fault figures are present and consistent.
+void check_latency(const std::string& dst_qmp) {
+    auto q = wait_completed(dst_qmp);
+    auto lat = qmp_json(dst_qmp, "ferry-query-migrate-latency");
+    INFO(lat.dump());
+    CHECK(lat.at("count").get<uint64_t>() > 0);
+    CHECK(lat.at("p50-us").get<uint64_t>() <= lat.at("p99-us").get<uint64_t>());
+    CHECK(lat.at("p99-us").get<uint64_t>() <= lat.at("max-us").get<uint64_t>());
+    CHECK(lat.at("requests").get<uint64_t>() <= lat.at("faults").get<uint64_t>());
+    CHECK(lat.at("requests").get<uint64_t>() > 0);
+    CHECK(lat.at("series").size() > 0);
+    INFO(q.dump());
+    CHECK(q.contains("postcopy-blocktime"));
+    CHECK(q.at("postcopy-vcpu-blocktime").is_array());
+    CHECK(q.at("ram").at("postcopy-requests").get<uint64_t>() == lat.at("requests").get<uint64_t>());
+}
+
+}  // namespace
+
+TEST_CASE("postcopy: the guest runs on the destination at once and goes on", "[kvm][migration][postcopy]") {
+    for (int cpus : {1, 2}) {
+        for (std::string mode : {"verify", "dirty"}) {
+            DYNAMIC_SECTION("mode=" << mode << " cpus=" << cpus) {
+                auto q = sock("pc-src-" + mode + std::to_string(cpus));
+                auto dq = sock("pc-dst-" + mode + std::to_string(cpus));
+                auto src = source(q, "128M", cpus, "mode=" + mode + " wss=32M rate=8M cpus=" + std::to_string(cpus));
+                REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+                Process* dst = nullptr;
+                std::unique_ptr<Process> holder;
+                migrate_and_check(*src, q, "128M", cpus, dst, holder, dq, {"--mode", "postcopy"});
+                check_latency(dq);
+                dst->signal(SIGTERM);
+                CHECK(dst->wait_exit(30s) == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("postcopy: a paused destination receives every page; its RAM equals the source's", "[kvm][migration][postcopy]") {
+    auto q = sock("pc-sum-src");
+    auto dq = sock("pc-sum-dst");
+    auto src = source(q, "128M", 1, "mode=dirty wss=32M rate=8M", {"--keep-source"});
+    REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+    int port = 0;
+    auto dst = destination("128M", 1, port, dq, {"--paused"});
+    auto mig = migrate(q, port, {"--mode", "postcopy"});
+    auto rc = mig->wait_exit(kLong);
+    INFO("migrate: " << mig->out_text() << mig->err() << "\nsource: " << src->err() << "\ndest: " << dst->err());
+    REQUIRE(rc == 0);
+    auto sq = qmp_json(q, "query-status");
+    CHECK(sq.at("status") == "postmigrate");
+    wait_completed(dq);
+    auto a = qmp_json(q, "ferry-query-ram-checksum");
+    auto b = qmp_json(dq, "ferry-query-ram-checksum");
+    CHECK(b.at("status") == "paused");
+    CHECK(a.at("regions") == b.at("regions"));
+    CHECK(a.at("xxh3") == b.at("xxh3"));
+    // Then it runs, and its memory checks out.
+    int before = last_tick(*src);
+    qmp_cmd(dq, "cont");
+    auto next = dst->wait_line(std::regex("^guest: tick=\\d+ "), 30s);
+    REQUIRE(next);
+    CHECK(std::stoi(next->substr(std::string("guest: tick=").size())) > before);
+    CHECK(next->find("corrupt=0") != std::string::npos);
+    dst->signal(SIGTERM);
+    CHECK(dst->wait_exit(30s) == 0);
+    src->signal(SIGTERM);
+    CHECK(src->wait_exit(30s) == 0);
+}
+
+TEST_CASE("hybrid: a migration precopy alone cannot finish completes by switching to postcopy", "[kvm][migration][postcopy]") {
+    auto q = sock("hy-src");
+    auto dq = sock("hy-dst");
+    auto src = source(q, "128M", 1, "mode=dirty wss=32M rate=max");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+    // With these, precopy fails ("not converging": see the migration tests).
+    qmp_cmd(q, "migrate-set-parameters", R"({"downtime-limit": 0, "x-max-rounds": 4})");
+    Process* dst = nullptr;
+    std::unique_ptr<Process> holder;
+    migrate_and_check(*src, q, "128M", 1, dst, holder, dq, {"--mode", "hybrid", "--max-bandwidth", "64M"});
+    auto lat = qmp_json(dq, "ferry-query-migrate-latency");  // there was a postcopy phase
+    CHECK(lat.at("faults").get<uint64_t>() >= lat.at("requests").get<uint64_t>());
+    dst->signal(SIGTERM);
+    CHECK(dst->wait_exit(30s) == 0);
+}
+
+TEST_CASE("postcopy is refused before any page when the destination cannot serve it; the source goes on",
+          "[kvm][migration][postcopy][errors]") {
+    struct Case {
+        std::string name;
+        std::vector<std::string> dst_extra;
+        bool deny_uffd;
+        std::string reason;
+    };
+    for (const auto& c : {Case{"no-userfaultfd", {}, true, "userfaultfd is not available"},
+                          Case{"prealloc", {"--prealloc"}, false, "--prealloc"},
+                          Case{"memfd", {"--memory-backend", "memfd"}, false, "memfd-backed RAM"}}) {
+        DYNAMIC_SECTION(c.name) {
+            auto q = sock("pc-refuse-" + c.name);
+            auto src = source(q, "64M", 1, "mode=verify wss=8M rate=1M", c.name == "memfd" ? std::vector<std::string>{"--memory-backend", "memfd"} : std::vector<std::string>{});
+            REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+            std::vector<std::string> argv;
+            if (c.deny_uffd) argv = {"/usr/bin/env", "FERRY_TEST_DENY_USERFAULTFD=1"};
+            argv.insert(argv.end(), {ferry_bin(), "run", "--mem", "64M", "--incoming", "tcp:127.0.0.1:0"});
+            argv.insert(argv.end(), c.dst_extra.begin(), c.dst_extra.end());
+            Process dst(argv);
+            auto port = incoming_port(dst);
+            INFO(dst.err());
+            REQUIRE(port);
+            auto mig = migrate(q, std::stoi(*port), {"--mode", "postcopy"});
+            auto rc = mig->wait_exit(kLong);
+            INFO("migrate: " << mig->out_text() << mig->err() << "\ndest: " << dst.err());
+            REQUIRE(rc);
+            CHECK(*rc != 0);
+            CHECK(mig->err().find("refusing postcopy") != std::string::npos);
+            CHECK(mig->err().find(c.reason) != std::string::npos);
+            CHECK(dst.wait_exit(30s) == 1);
+            // The source runs on.
+            CHECK(qmp_cmd(q, "query-status").find("\"running\"") != std::string::npos);
+            int t = last_tick(*src);
+            REQUIRE(src->wait_line(std::regex("^guest: tick=" + std::to_string(t + 1) + " "), 30s));
+            src->signal(SIGTERM);
+            CHECK(src->wait_exit(30s) == 0);
+        }
+    }
+}
+
+TEST_CASE("migrate-start-postcopy needs postcopy-ram and a migration", "[kvm][migration][postcopy][errors]") {
+    auto q = sock("pc-qmp");
+    auto src = source(q, "64M", 1, "mode=verify wss=8M rate=0");
+    REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
+    CHECK(qmp_error_text(q, "migrate-start-postcopy").find("after migration has been started") != std::string::npos);
+    auto has = [&](bool state) {
+        for (const auto& c : qmp_json(q, "query-migrate-capabilities"))
+            if (c.at("capability") == "postcopy-ram") return c.at("state").get<bool>() == state;
+        return false;
+    };
+    CHECK(has(false));
+    qmp_cmd(q, "migrate-set-capabilities", R"({"capabilities": [{"capability": "postcopy-ram", "state": true}]})");
+    CHECK(has(true));
+    CHECK(qmp_error_text(q, "ferry-query-migrate-latency").find("no postcopy") != std::string::npos);
+    src->signal(SIGTERM);
+    CHECK(src->wait_exit(30s) == 0);
+}
