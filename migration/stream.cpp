@@ -151,7 +151,7 @@ std::vector<uint8_t> encode_header(const StreamHeader& h) {
     w.put(h.page_size);
     w.put(h.cpus);
     w.put(h.tsc_khz);
-    w.put(h.caps);
+    if (h.version >= 3) w.put(h.caps);
     w.put(static_cast<uint32_t>(h.ram.size()));
     for (const auto& r : h.ram) {
         w.put(r.start.raw());

@@ -75,7 +75,7 @@ def qemu_cmd(mem_mb, cmdline, cpus=1, extra=(), machine_opts=""):
     """machine_opts: more microvm options, e.g. "acpi=off" (with ACPI on, QEMU 7.2 does not
     append virtio_mmio.device= entries to the command line; see qemu_blk_args)."""
     machine = "microvm,x-option-roms=off,rtc=off" + ("," + machine_opts if machine_opts else "")
-    return [QEMU, "-M", machine, "-enable-kvm", "-cpu", "host",
+    return [QEMU, "-M", machine, "-enable-kvm", "-cpu", "host,-arch-capabilities",
             "-m", f"{mem_mb}M", "-smp", str(cpus), "-nodefaults", "-no-user-config", "-nographic",
             "-serial", "stdio", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", GUEST, "-append", cmdline, *extra]

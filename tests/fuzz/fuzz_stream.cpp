@@ -20,7 +20,7 @@
 //   DeviceState  the per-device part of Machine::restore_devices (which needs a
 //                Machine): u32 type, VirtioDevice::restore_state, MmioTransport::
 //                restore, on a virtio-blk over a scratch image (skipped without
-//                io_uring); a restored live queue is served once (activate)
+//                io_uring); a restored live queue is served once (drain)
 //   Error        the reason string
 // It must never crash, hang, leak, or write outside guest RAM.
 #include <sys/socket.h>
@@ -143,7 +143,7 @@ void on_device_state(std::span<const uint8_t> payload) {
     virtio::VirtioDevice& dev = d->transport->device();
     uint32_t type = 0;
     if (!r.get(type) || type != dev.device_type() || !dev.restore_state(r)) return;
-    (void)d->transport->restore(r);
+    if (d->transport->restore(r)) dev.drain();  // a restored live queue is served once (the machine's start kicks it)
     dev.reset();  // stop serving guest RAM that the next input rewrites
 }
 
