@@ -157,12 +157,18 @@ Result<void> MigrationSource::serve_postcopy() {
                 return fail(Domain::Migration, "the destination did not confirm that it has every page");
             continue;
         }
-        // Background: the next unsent pages from the cursor.
+        // Background: the next unsent pages from the cursor, at most kBackgroundPages
+        // of them with data (zero pages cost 8 bytes each: up to a full batch).
         batch.clear();
-        while (batch.size() < kBackgroundPages) {
+        uint32_t with_data = 0;
+        while (batch.size() < kMaxBatchPages && with_data < kBackgroundPages) {
             auto page = cursor.next();
             if (!page) break;
-            if (!sent_->set(*page)) batch.push_back(*page);
+            if (!sent_->set(*page)) {
+                batch.push_back(*page);
+                auto [r, idx] = index_.locate(*page);
+                if (!is_zero_page(m_.memory().regions()[r].map.addr() + idx * kPageSize)) ++with_data;
+            }
             cursor.jump(*page + 1);
         }
         if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;
