@@ -341,6 +341,7 @@ Result<void> Machine::start() {
     }
     state_ = RunState::Running;
     kick_virtio();
+    for (auto& v : virtio_) v->resignal();
     return {};
 }
 

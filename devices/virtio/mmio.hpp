@@ -59,6 +59,11 @@ public:
     Result<void> restore(StateReader& r);
     // Completes all requests (vCPUs paused).
     void drain() { dev_->drain(); }
+    // Raises the interrupt again when the restored InterruptStatus says one is owed:
+    // the source's last irqfd write may have reached its KVM after the state was saved.
+    void resignal() {
+        if (isr_.load() && irq_) irq_();
+    }
     VirtioDevice& device() { return *dev_; }
 
 private:
