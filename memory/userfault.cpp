@@ -65,11 +65,6 @@ Result<Userfault> Userfault::open(Backend backend) {
     return Userfault(std::move(fd), tid);
 }
 
-std::string Userfault::probe(Backend backend) {
-    auto u = open(backend);
-    return u ? std::string() : u.error().message();
-}
-
 Result<void> Userfault::register_missing(uint8_t* addr, uint64_t len) {
     uffdio_register reg{};
     reg.range.start = reinterpret_cast<uint64_t>(addr);

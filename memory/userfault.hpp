@@ -24,9 +24,6 @@ public:
     // Opens a userfaultfd able to serve `backend` memory (anonymous; shmem for memfd;
     // hugetlbfs), asking for the faulting thread's id. The error says what is missing.
     static Result<Userfault> open(Backend backend);
-    // Why postcopy cannot receive into `backend` memory on this host ("" when it can):
-    // opens and closes a userfaultfd.
-    static std::string probe(Backend backend);
 
     Result<void> register_missing(uint8_t* addr, uint64_t len);
     Result<void> unregister(uint8_t* addr, uint64_t len);

@@ -118,12 +118,7 @@ Result<void> MigrationDestination::receive() {
     bool state_end = false;
     while (phase_ == Phase::Precopy || phase_ == Phase::Device) {
         if (auto ok = recv_section_into(*ch_, section); !ok) return ok;
-        if (section.kind == SectionKind::Error) {
-            StateReader r(section.payload);
-            std::string reason;
-            r.get_string(reason, 4096);
-            return fail(Domain::Migration, "the source reported: " + reason);
-        }
+        if (section.kind == SectionKind::Error) return fail(Domain::Migration, "the source reported: " + error_reason(section));
         if (phase_ == Phase::Precopy && (section.kind == SectionKind::VcpuState || section.kind == SectionKind::VmState ||
                                          section.kind == SectionKind::DeviceState || section.kind == SectionKind::StateEnd))
             phase_ = Phase::Device;
@@ -278,12 +273,7 @@ Result<void> MigrationDestination::receive_postcopy() {
     s.payload.reserve(kMaxSectionPayload);
     while (!postcopy_in_->complete()) {
         if (auto ok = recv_section_into(*ch_, s); !ok) return ok;
-        if (s.kind == SectionKind::Error) {
-            StateReader r(s.payload);
-            std::string reason;
-            r.get_string(reason, 4096);
-            return fail(Domain::Migration, "the source reported: " + reason);
-        }
+        if (s.kind == SectionKind::Error) return fail(Domain::Migration, "the source reported: " + error_reason(s));
         if (s.kind != SectionKind::RamBatch)
             return fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
         if (auto ok = place_batch(s); !ok) return ok;

@@ -45,14 +45,10 @@ void ReturnPath::run() {
                     for (uint32_t i = 0; i < r.pages; ++i) requests_.push_back(r.gpa + uint64_t{i} * kPageSize);
                 break;
             }
-            case SectionKind::Error: {
-                StateReader r(s.payload);
-                std::string reason;
-                if (!r.get_string(reason, 4096)) reason = "(unreadable reason)";
+            case SectionKind::Error:
                 lock.unlock();
-                broke("the destination reported: " + reason);
+                broke("the destination reported: " + error_reason(s));
                 return;
-            }
             default:
                 lock.unlock();
                 broke(fmt::format("stream: the destination sent an unexpected {} section", section_name(s.kind)));
@@ -67,7 +63,6 @@ std::deque<uint64_t> ReturnPath::take_requests(std::chrono::milliseconds timeout
     if (requests_.empty() && timeout.count() > 0) cv_.wait_for(lock, timeout, [&] { return !requests_.empty() || !ev_.error.empty() || ev_.postcopy_done; });
     std::deque<uint64_t> out;
     out.swap(requests_);
-    ev_.requested_pages += out.size();
     return out;
 }
 

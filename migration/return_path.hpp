@@ -32,7 +32,6 @@ public:
         bool ready = false;
         std::optional<Clock::time_point> resumed_at;
         bool postcopy_done = false;
-        uint64_t requested_pages = 0;
         std::string error;  // the destination's reason, or why the path broke
     };
     // Waits until `pred(events)` holds, the path broke (error), or `timeout`; returns

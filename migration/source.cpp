@@ -18,14 +18,6 @@ constexpr uint32_t kClearChunkPages = 1024;  // 4 MiB: cleared just before it is
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
 constexpr auto kReplyTimeout = std::chrono::seconds(60);
 
-bool page_is_zero(const uint8_t* p) {
-    const auto* w = reinterpret_cast<const uint64_t*>(p);
-    for (size_t i = 0; i < kPageSize / 8; i += 8) {
-        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
-    }
-    return true;
-}
-
 uint64_t realtime_ns() {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -272,19 +264,16 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
                     }
                     const uint8_t* host = region.map.addr() + page * kPageSize;
                     uint64_t gpa = region.start.raw() + page * kPageSize;
-                    sent_->set(index_.first_page(static_cast<uint32_t>(ri)) + page);
                     if (page_is_zero(host)) {
                         ++pending_duplicate_;
-                        if (first) {  // the destination's fresh RAM is zero already
-                            sent_->clear(index_.first_page(static_cast<uint32_t>(ri)) + page);
-                            continue;
-                        }
+                        if (first) continue;  // the destination's fresh RAM is zero already (not sent)
                         batch_entries_.push_back(gpa | kPageFlagZero);
                     } else {
                         std::memcpy(batch_data_.data() + size_t{batch_data_pages_} * kPageSize, host, kPageSize);
                         ++batch_data_pages_;
                         batch_entries_.push_back(gpa | kPageFlagData);
                     }
+                    sent_->set(index_.first_page(static_cast<uint32_t>(ri)) + page);
                     if (batch_entries_.size() == kMaxBatchPages) {
                         if (auto ok = flush_batch(); !ok) return ok;
                     }

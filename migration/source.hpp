@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 
 #include "migration/channel.hpp"
@@ -69,7 +70,14 @@ private:
     Result<void> switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty);
     Result<void> send_discards(const std::vector<std::vector<uint64_t>>& dirty);
     Result<void> serve_postcopy();
-    Result<void> send_pages(const std::vector<uint64_t>& pages, uint32_t instance);
+    // A postcopy RAM batch being filled: its table, and its data pages in guest RAM.
+    struct PostcopyBatch {
+        std::vector<uint64_t> entries;
+        std::vector<std::span<const uint8_t>> data;
+        void clear();
+    };
+    bool add_page(PostcopyBatch& b, uint64_t page) const;
+    Result<void> send_pages(const PostcopyBatch& b, uint32_t instance);
     MigrationParams params() const {
         std::lock_guard lock(params_mu_);
         return params_;

@@ -20,12 +20,6 @@ constexpr uint32_t kUnsentLimit = 128 * 1024;
 // How long the destination may take to confirm the last page.
 constexpr auto kDoneTimeout = std::chrono::seconds(120);
 
-bool is_zero_page(const uint8_t* p) {
-    const auto* w = reinterpret_cast<const uint64_t*>(p);
-    uint64_t acc = 0;
-    for (size_t i = 0; i < kPageSize / 8; ++i) acc |= w[i];
-    return acc == 0;
-}
 }  // namespace
 
 Result<void> MigrationSource::switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty) {
@@ -74,37 +68,41 @@ Result<void> MigrationSource::send_discards(const std::vector<std::vector<uint64
     return flush();
 }
 
-// Sends these pages (global page numbers) as one RAM batch straight from guest RAM:
-// the guest is paused here, so the pages cannot change under the send.
-Result<void> MigrationSource::send_pages(const std::vector<uint64_t>& pages, uint32_t instance) {
-    if (pages.empty()) return {};
-    std::vector<uint64_t> entries;
-    std::vector<std::span<const uint8_t>> pieces;
-    entries.reserve(pages.size());
-    pieces.reserve(pages.size() + 2);
-    uint32_t count = static_cast<uint32_t>(pages.size());
-    pieces.emplace_back(reinterpret_cast<const uint8_t*>(&count), 4);
-    pieces.emplace_back();  // the table, once filled
-    uint64_t data = 0, zero = 0;
-    for (uint64_t page : pages) {
-        auto [r, idx] = index_.locate(page);
-        const auto& region = m_.memory().regions()[r];
-        const uint8_t* host = region.map.addr() + idx * kPageSize;
-        uint64_t gpa = region.start.raw() + idx * kPageSize;
-        if (is_zero_page(host)) {
-            entries.push_back(gpa | kPageFlagZero);
-            ++zero;
-        } else {
-            entries.push_back(gpa | kPageFlagData);
-            pieces.emplace_back(host, kPageSize);
-            ++data;
-        }
+void MigrationSource::PostcopyBatch::clear() {
+    entries.clear();
+    data.clear();
+}
+
+// Adds a global page, read where it lies in guest RAM (the guest is paused here, so
+// it cannot change before the send); returns whether it carries data.
+bool MigrationSource::add_page(PostcopyBatch& b, uint64_t page) const {
+    auto [r, idx] = index_.locate(page);
+    const auto& region = m_.memory().regions()[r];
+    const uint8_t* host = region.map.addr() + idx * kPageSize;
+    uint64_t gpa = region.start.raw() + idx * kPageSize;
+    if (page_is_zero(host)) {
+        b.entries.push_back(gpa | kPageFlagZero);
+        return false;
     }
-    pieces[1] = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(entries.data()), entries.size() * 8);
+    b.entries.push_back(gpa | kPageFlagData);
+    b.data.emplace_back(host, kPageSize);
+    return true;
+}
+
+// Sends the batch as one RAM batch section, its data pages straight from guest RAM.
+Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instance) {
+    if (b.entries.empty()) return {};
+    uint32_t count = static_cast<uint32_t>(b.entries.size());
+    std::vector<std::span<const uint8_t>> pieces;
+    pieces.reserve(b.data.size() + 2);
+    pieces.emplace_back(reinterpret_cast<const uint8_t*>(&count), 4);
+    pieces.emplace_back(reinterpret_cast<const uint8_t*>(b.entries.data()), b.entries.size() * 8);
+    pieces.insert(pieces.end(), b.data.begin(), b.data.end());
     auto before = ch_->bytes_sent();
     if (auto ok = send_section(*ch_, SectionKind::RamBatch, instance, pieces); !ok) return ok;
     uint64_t sent = ch_->bytes_sent() - before;
     round_bytes_ += sent;
+    uint64_t data = b.data.size(), zero = b.entries.size() - b.data.size();
     stats_.update([&](MigrationStats& s) {
         s.ram_transferred += sent;
         s.ram_normal += data;
@@ -118,7 +116,7 @@ Result<void> MigrationSource::send_pages(const std::vector<uint64_t>& pages, uin
 Result<void> MigrationSource::serve_postcopy() {
     (void)ch_->set_unsent_limit(kUnsentLimit);
     PageCursor cursor(*sent_);
-    std::vector<uint64_t> batch;
+    PostcopyBatch batch;
     round_start_ = Clock::now();
     round_bytes_ = 0;
     uint64_t answered = 0;
@@ -135,15 +133,15 @@ Result<void> MigrationSource::serve_postcopy() {
             for (uint64_t gpa : requests) {
                 auto page = index_.page_of(gpa);
                 if (!page) return fail(Domain::Migration, fmt::format("the destination asked for {:#x}, outside guest RAM", gpa));
-                if (!sent_->set(*page)) batch.push_back(*page);  // else: already on its way
-                if (batch.size() == kMaxBatchPages) {
+                if (!sent_->set(*page)) add_page(batch, *page);  // else: already on its way
+                if (batch.entries.size() == kMaxBatchPages) {
                     if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
-                    answered += batch.size();
+                    answered += batch.entries.size();
                     batch.clear();
                 }
             }
             if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
-            answered += batch.size();
+            answered += batch.entries.size();
             // The background stream goes on from the last fault: the guest's locality.
             if (auto last = index_.page_of(requests.back())) cursor.jump(*last + 1);
             stats_.update([&](MigrationStats& s) { s.postcopy_requests = answered; });
@@ -160,15 +158,10 @@ Result<void> MigrationSource::serve_postcopy() {
         // Background: the next unsent pages from the cursor, at most kBackgroundPages
         // of them with data (zero pages cost 8 bytes each: up to a full batch).
         batch.clear();
-        uint32_t with_data = 0;
-        while (batch.size() < kMaxBatchPages && with_data < kBackgroundPages) {
+        while (batch.entries.size() < kMaxBatchPages && batch.data.size() < kBackgroundPages) {
             auto page = cursor.next();
             if (!page) break;
-            if (!sent_->set(*page)) {
-                batch.push_back(*page);
-                auto [r, idx] = index_.locate(*page);
-                if (!is_zero_page(m_.memory().regions()[r].map.addr() + idx * kPageSize)) ++with_data;
-            }
+            if (!sent_->set(*page)) add_page(batch, *page);
             cursor.jump(*page + 1);
         }
         if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;

@@ -129,13 +129,15 @@ Result<Section> expect_section(Channel& ch, SectionKind kind) {
     auto s = recv_section(ch);
     if (!s) return s;
     if (s->kind == kind) return s;
-    if (s->kind == SectionKind::Error) {
-        StateReader r(s->payload);
-        std::string reason;
-        if (!r.get_string(reason, kMaxErrorLen)) reason = "(unreadable reason)";
-        return fail(Domain::Migration, "the peer reported: " + reason);
-    }
+    if (s->kind == SectionKind::Error) return fail(Domain::Migration, "the peer reported: " + error_reason(*s));
     return fail(Domain::Migration, fmt::format("stream: expected a {} section, got {}", section_name(kind), section_name(s->kind)));
+}
+
+std::string error_reason(const Section& s) {
+    StateReader r(s.payload);
+    std::string reason;
+    if (!r.get_string(reason, kMaxErrorLen)) reason = "(unreadable reason)";
+    return reason;
 }
 
 Result<void> send_error(Channel& ch, const std::string& reason) {

@@ -94,6 +94,8 @@ Result<void> recv_section_into(Channel& ch, Section& into);
 // Reads one section and insists on its kind (an Error section becomes its reason).
 Result<Section> expect_section(Channel& ch, SectionKind kind);
 Result<void> send_error(Channel& ch, const std::string& reason);
+// The reason an Error section carries.
+std::string error_reason(const Section& s);
 
 // The stream header: what the source's guest looks like; the destination refuses a
 // mismatch before any page is written.
@@ -110,6 +112,14 @@ std::vector<uint8_t> encode_header(const StreamHeader& h);
 Result<StreamHeader> decode_header(std::span<const uint8_t> payload);
 // Empty string when `theirs` can be received by a guest configured like `ours`.
 std::string header_mismatch(const StreamHeader& ours, const StreamHeader& theirs);
+
+// Whether a 4 KiB page is all zero (sent as a flag, no data).
+inline bool page_is_zero(const uint8_t* p) {
+    const auto* w = reinterpret_cast<const uint64_t*>(p);
+    for (size_t i = 0; i < kPageSize / 8; i += 8)
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
+    return true;
+}
 
 // RAM batch payload: count:u32, count x (gpa | flags):u64, then the data pages in
 // order. Flags in the low bits of the page-aligned gpa.

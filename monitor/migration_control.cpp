@@ -74,10 +74,7 @@ Result<void> MigrationControl::start_outgoing(const std::string& uri) {
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
     outgoing_.reset();
-    MigrationParams p = params_;
-    p.postcopy = caps_.postcopy_ram;
-    p.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
-    outgoing_ = std::make_unique<MigrationSource>(m_, *addr, p, [this](MigrationStatus s) { on_status(s); });
+    outgoing_ = std::make_unique<MigrationSource>(m_, *addr, outgoing_params(), [this](MigrationStatus s) { on_status(s); });
     outgoing_->start();
     return {};
 }
@@ -113,12 +110,14 @@ std::optional<PostcopyFaultStats> MigrationControl::fault_stats() const {
 
 void MigrationControl::set_params(const MigrationParams& p) {
     params_ = p;
-    if (outgoing_) {
-        MigrationParams q = p;
-        q.postcopy = caps_.postcopy_ram;
-        q.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
-        outgoing_->set_params(q);
-    }
+    if (outgoing_) outgoing_->set_params(outgoing_params());
+}
+
+MigrationParams MigrationControl::outgoing_params() const {
+    MigrationParams p = params_;
+    p.postcopy = caps_.postcopy_ram;
+    p.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
+    return p;
 }
 
 Result<void> MigrationControl::set_capabilities(const MigrationCapabilities& c) {

@@ -69,6 +69,7 @@ private:
     MigrationControl(EventLoop& loop, Machine& machine, bool keep_source, EmitFn emit, FinishFn finish, Fd event);
     void on_status(MigrationStatus s);  // any thread
     void drain();                       // main loop
+    MigrationParams outgoing_params() const;  // params_ with the postcopy capabilities
 
     EventLoop& loop_;
     Machine& m_;
