@@ -132,7 +132,10 @@ Result<void> Channel::send_all(std::span<const uint8_t> data) {
 Result<void> Channel::send_iov(iovec* iov, int count) {
     std::lock_guard lock(*send_mu_);
     while (count > 0) {
-        ssize_t n = ::writev(fd_.get(), iov, std::min(count, IOV_MAX));
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = static_cast<size_t>(std::min(count, IOV_MAX));
+        ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);  // a dead peer is an error, not SIGPIPE
         if (n < 0) {
             if (errno == EINTR) continue;
             return fail_errno(Domain::Migration, "sending the migration stream");
