@@ -117,6 +117,12 @@ Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::millisecon
 
 Channel::Channel(Fd fd) : fd_(std::move(fd)), send_mu_(std::make_unique<std::mutex>()), sent_(std::make_unique<std::atomic<uint64_t>>(0)) {}
 
+Result<void> Channel::set_receive_buffer(uint32_t bytes) {
+    int v = static_cast<int>(bytes);
+    if (::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) != 0) return fail_errno(Domain::Migration, "SO_RCVBUF");
+    return {};
+}
+
 Result<void> Channel::set_unsent_limit(uint32_t bytes) {
     int v = static_cast<int>(bytes);
     if (::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) != 0)

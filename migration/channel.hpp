@@ -46,6 +46,9 @@ public:
     // blocking send waits until the queue drains below it, so an urgent section sent
     // next waits behind at most this much.
     Result<void> set_unsent_limit(uint32_t bytes);
+    // Caps this end's receive buffer (SO_RCVBUF): what a peer can queue here unread,
+    // ahead of an urgent section it sends next.
+    Result<void> set_receive_buffer(uint32_t bytes);
     uint64_t bytes_sent() const { return sent_->load(std::memory_order_relaxed); }
     int fd() const { return fd_.get(); }
 

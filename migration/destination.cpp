@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -18,6 +20,7 @@ uint64_t realtime_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 constexpr uint64_t kMaxTscCatchUpNs = 3600ull * 1000000000ull;
+constexpr uint32_t kPostcopyReceiveBuffer = 256 * 1024;
 }  // namespace
 
 Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machine& machine, const TcpAddress& addr,
@@ -256,7 +259,13 @@ Result<void> MigrationDestination::switch_over() {
     if (auto ok = send_section(*ch_, SectionKind::Ready, 0, std::span<const uint8_t>()); !ok) return ok;
     if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
     auto t1 = std::chrono::steady_clock::now();
-    if (postcopy_in_) phase_ = Phase::Postcopy;  // from here a failure stops the guest
+    if (postcopy_in_) {
+        phase_ = Phase::Postcopy;  // from here a failure stops the guest
+        // An answered page waits behind whatever background data sits unread here: keep
+        // that little (FERRY_POSTCOPY_RCVBUF, bytes, for experiments).
+        const char* env = std::getenv("FERRY_POSTCOPY_RCVBUF");
+        (void)ch_->set_receive_buffer(env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : kPostcopyReceiveBuffer);
+    }
     if (auto ok = start_paused_ ? m_.start_paused() : m_.start(); !ok) return ok;
     logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
                                                 std::chrono::steady_clock::now() - t1).count());

@@ -31,12 +31,6 @@ uint64_t PageIndex::gpa_of(uint64_t page) const {
     return gpa_[r] + idx * kPageSize;
 }
 
-uint64_t AtomicBitmap::count() const {
-    uint64_t n = 0;
-    for (const auto& w : words_) n += static_cast<uint64_t>(__builtin_popcountll(w.load(std::memory_order_relaxed)));
-    return n;
-}
-
 uint64_t AtomicBitmap::next_clear(uint64_t from) const {
     while (from < bits_) {
         uint64_t w = ~words_[from / 64].load(std::memory_order_acquire) & (~0ull << (from % 64));

@@ -31,16 +31,25 @@ private:
     uint64_t total_ = 0;
 };
 
-// A fixed-size bitmap whose bits are set and read from several threads.
+// A fixed-size bitmap whose bits are set and read from several threads; it keeps its
+// count of set bits as they change (count() is asked per batch on the hot path).
 class AtomicBitmap {
 public:
     explicit AtomicBitmap(uint64_t bits = 0) : words_((bits + 63) / 64), bits_(bits) {}
     uint64_t size() const { return bits_; }
     bool test(uint64_t i) const { return words_[i / 64].load(std::memory_order_acquire) & bit(i); }
     // Returns the bit's old value.
-    bool set(uint64_t i) { return words_[i / 64].fetch_or(bit(i), std::memory_order_acq_rel) & bit(i); }
-    bool clear(uint64_t i) { return words_[i / 64].fetch_and(~bit(i), std::memory_order_acq_rel) & bit(i); }
-    uint64_t count() const;
+    bool set(uint64_t i) {
+        bool was = words_[i / 64].fetch_or(bit(i), std::memory_order_acq_rel) & bit(i);
+        if (!was) count_.fetch_add(1, std::memory_order_relaxed);
+        return was;
+    }
+    bool clear(uint64_t i) {
+        bool was = words_[i / 64].fetch_and(~bit(i), std::memory_order_acq_rel) & bit(i);
+        if (was) count_.fetch_sub(1, std::memory_order_relaxed);
+        return was;
+    }
+    uint64_t count() const { return count_.load(std::memory_order_relaxed); }
     // The first clear bit at or after `from`, or size() when there is none.
     uint64_t next_clear(uint64_t from) const;
 
@@ -48,6 +57,7 @@ private:
     static uint64_t bit(uint64_t i) { return 1ull << (i % 64); }
     std::vector<std::atomic<uint64_t>> words_;
     uint64_t bits_;
+    std::atomic<uint64_t> count_{0};
 };
 
 class PageCursor {

@@ -130,13 +130,38 @@ Result<void> PostcopyIncoming::place(const DecodedPage& p) {
     if (received_.test(page)) return fail(Domain::Migration, fmt::format("postcopy: page {:#x} was sent twice", p.gpa));
     if (batch_instance_ == kRamAnswer && !requested_.test(page))
         return fail(Domain::Migration, fmt::format("postcopy: the source answered page {:#x}, which was never requested", p.gpa));
-    auto ok = p.data ? uffd_.copy(p.host, p.data, kPageSize) : uffd_.zeropage(p.host, kPageSize);
-    if (!ok) return ok;
-    received_.set(page);
-    ++received_count_;
-    std::lock_guard lock(mu_);
-    on_placed(page, Clock::now());
+    // Consecutive zero pages go in with one UFFDIO_ZEROPAGE.
+    if (!p.data && zero_run_pages_ && page == zero_run_first_ + zero_run_pages_ && p.host == zero_run_host_ + zero_run_pages_ * kPageSize) {
+        ++zero_run_pages_;
+        return {};
+    }
+    if (auto ok = end_batch(); !ok) return ok;
+    if (!p.data) {
+        zero_run_first_ = page;
+        zero_run_host_ = p.host;
+        zero_run_pages_ = 1;
+        return {};
+    }
+    if (auto ok = uffd_.copy(p.host, p.data, kPageSize); !ok) return ok;
+    mark_placed(page, 1);
     return {};
+}
+
+Result<void> PostcopyIncoming::end_batch() {
+    if (!zero_run_pages_) return {};
+    uint64_t n = zero_run_pages_;
+    zero_run_pages_ = 0;
+    if (auto ok = uffd_.zeropage(zero_run_host_, n * kPageSize); !ok) return ok;
+    mark_placed(zero_run_first_, n);
+    return {};
+}
+
+void PostcopyIncoming::mark_placed(uint64_t first, uint64_t n) {
+    for (uint64_t i = 0; i < n; ++i) received_.set(first + i);
+    received_count_ += n;
+    auto now = Clock::now();
+    std::lock_guard lock(mu_);
+    for (uint64_t i = 0; i < n; ++i) on_placed(first + i, now);
 }
 
 void PostcopyIncoming::on_placed(uint64_t page, Clock::time_point now) {

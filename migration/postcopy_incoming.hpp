@@ -42,6 +42,7 @@ public:
     // have been requested).
     void set_batch_kind(uint32_t instance) { batch_instance_ = instance; }
     Result<void> place(const DecodedPage& page) override;
+    Result<void> end_batch() override;  // places the zero run still pending
     bool complete() const { return received_count_ == index_.total(); }
     Result<void> finish();
     void abort();
@@ -51,6 +52,7 @@ private:
     using Clock = std::chrono::steady_clock;
     void fault_loop();
     void on_placed(uint64_t page, Clock::time_point now);  // under mu_
+    void mark_placed(uint64_t first, uint64_t n);
     void stop_thread();
 
     Machine& m_;
@@ -62,6 +64,8 @@ private:
     AtomicBitmap requested_;
     uint64_t received_count_ = 0;  // the receiving thread's own count
     uint32_t batch_instance_ = kRamPushed;
+    uint64_t zero_run_first_ = 0, zero_run_pages_ = 0;  // zero pages not yet placed
+    uint8_t* zero_run_host_ = nullptr;
     std::thread thread_;
     bool registered_ = false;
     Clock::time_point start_;

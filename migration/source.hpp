@@ -76,7 +76,12 @@ private:
         std::vector<std::span<const uint8_t>> data;
         void clear();
     };
-    bool add_page(PostcopyBatch& b, uint64_t page) const;
+    bool add_page(PostcopyBatch& b, uint64_t page);
+    // Which pages of one chunk the host backs (memory/residency.hpp), for add_page.
+    static constexpr uint64_t kResidencyChunk = 4096;
+    uint32_t backed_region_ = UINT32_MAX;
+    uint64_t backed_first_ = 0;
+    std::vector<uint64_t> backed_;
     Result<void> send_pages(const PostcopyBatch& b, uint32_t instance);
     MigrationParams params() const {
         std::lock_guard lock(params_mu_);

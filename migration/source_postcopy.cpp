@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/log.hpp"
+#include "memory/residency.hpp"
 #include "migration/source.hpp"
 #include "migration/stream.hpp"
 
@@ -74,13 +75,22 @@ void MigrationSource::PostcopyBatch::clear() {
 }
 
 // Adds a global page, read where it lies in guest RAM (the guest is paused here, so
-// it cannot change before the send); returns whether it carries data.
-bool MigrationSource::add_page(PostcopyBatch& b, uint64_t page) const {
+// it cannot change before the send); returns whether it carries data. A page the host
+// never backed is zero without being read: reading it would fault it in.
+bool MigrationSource::add_page(PostcopyBatch& b, uint64_t page) {
     auto [r, idx] = index_.locate(page);
     const auto& region = m_.memory().regions()[r];
     const uint8_t* host = region.map.addr() + idx * kPageSize;
     uint64_t gpa = region.start.raw() + idx * kPageSize;
-    if (page_is_zero(host)) {
+    uint64_t chunk = idx / kResidencyChunk * kResidencyChunk;
+    if (r != backed_region_ || chunk != backed_first_) {
+        backed_region_ = r;
+        backed_first_ = chunk;
+        backed_ = backed_pages(region, chunk, std::min<uint64_t>(kResidencyChunk, region.size() / kPageSize - chunk));
+    }
+    uint64_t rel = idx - chunk;
+    bool backed = backed_[rel / 64] & (1ull << (rel % 64));
+    if (!backed || page_is_zero(host)) {
         b.entries.push_back(gpa | kPageFlagZero);
         return false;
     }

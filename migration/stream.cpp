@@ -276,6 +276,7 @@ Result<RamBatchStats> place_ram_batch(const GuestMemory& mem, std::span<const ui
     if (!st) return st;
     for (const auto& p : scratch)
         if (auto ok = placer.place(p); !ok) return std::unexpected(ok.error());
+    if (auto ok = placer.end_batch(); !ok) return std::unexpected(ok.error());
     return st;
 }
 

@@ -145,6 +145,8 @@ class PagePlacer {
 public:
     virtual ~PagePlacer() = default;
     virtual Result<void> place(const DecodedPage& page) = 0;
+    // After a batch's last page: a placer that gathers pages places what it holds.
+    virtual Result<void> end_batch() { return {}; }
 };
 class DirectPlacer final : public PagePlacer {
 public:
