@@ -70,6 +70,7 @@ private:
     Result<void> switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty);
     Result<void> send_discards(const std::vector<std::vector<uint64_t>>& dirty);
     Result<void> serve_postcopy();
+    std::chrono::milliseconds background_pace() const;
     // A postcopy RAM batch being filled: its table, and its data pages in guest RAM.
     struct PostcopyBatch {
         std::vector<uint64_t> entries;

@@ -123,6 +123,17 @@ Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instan
     return {};
 }
 
+// How long the background stream must wait to stay under max-bandwidth (0: go on).
+std::chrono::milliseconds MigrationSource::background_pace() const {
+    uint64_t cap = params().max_bandwidth;
+    if (cap == 0) return std::chrono::milliseconds(0);
+    auto due = round_start_ + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(static_cast<double>(round_bytes_) / static_cast<double>(cap)));
+    auto now = Clock::now();
+    if (now >= due) return std::chrono::milliseconds(0);
+    return std::chrono::ceil<std::chrono::milliseconds>(due - now);
+}
+
 Result<void> MigrationSource::serve_postcopy() {
     (void)ch_->set_unsent_limit(kUnsentLimit);
     PageCursor cursor(*sent_);
@@ -137,7 +148,10 @@ Result<void> MigrationSource::serve_postcopy() {
         if (!ev.error.empty()) return fail(Domain::Migration, ev.error);
         // Urgent first: the pages a fault waits for, each sent once.
         bool all_sent = sent_->count() == index_.total();
-        auto requests = back_->take_requests(all_sent ? std::chrono::milliseconds(100) : std::chrono::milliseconds(0));
+        // max-bandwidth paces the background stream; a request ends the wait at once.
+        auto pace = background_pace();
+        auto wait = all_sent ? std::chrono::milliseconds(100) : pace;
+        auto requests = back_->take_requests(wait);
         if (!requests.empty()) {
             batch.clear();
             for (uint64_t gpa : requests) {
@@ -165,6 +179,7 @@ Result<void> MigrationSource::serve_postcopy() {
                 return fail(Domain::Migration, "the destination did not confirm that it has every page");
             continue;
         }
+        if (background_pace().count() > 0) continue;  // woken early: keep pacing
         // Background: the next unsent pages from the cursor, at most kBackgroundPages
         // of them with data (zero pages cost 8 bytes each: up to a full batch).
         batch.clear();
@@ -175,7 +190,6 @@ Result<void> MigrationSource::serve_postcopy() {
             cursor.jump(*page + 1);
         }
         if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;
-        throttle();
     }
     auto resumed = back_->events().resumed_at;
     auto end = Clock::now();
