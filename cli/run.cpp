@@ -22,6 +22,15 @@ namespace ferry {
 
 namespace {
 
+// ferry-query-memory's "postcopy" member: the THP coverage of guest RAM before and
+// after the incoming postcopy's MADV_COLLAPSE (none before one completed here).
+nlohmann::json postcopy_memory_figures(const MigrationControl* c) {
+    if (!c) return {};
+    auto f = c->fault_stats();
+    if (!f || !f->thp_after_bytes) return {};
+    return {{"postcopy", {{"thp-before-collapse-bytes", f->thp_before_bytes.value_or(0)}, {"thp-after-collapse-bytes", *f->thp_after_bytes}}}};
+}
+
 void errorln(const std::string& msg) { fmt::print(stderr, "ferry: {}\n", msg); }
 
 }  // namespace
@@ -87,6 +96,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
 
     int exit_status = 0;
     nlohmann::json shutdown_event = host_shutdown_event_data("host-error");  // replaced by what ends the loop
+    MigrationControl* migration_ptr = nullptr;  // set once the control exists (below)
     if (qmp) {
         auto added = add_machine_commands(qmp_commands, {machine->get(),
                                                          [&](std::string_view name, nlohmann::json data) { qmp->emit_event(name, std::move(data)); },
@@ -94,7 +104,8 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
                                                              shutdown_event = host_shutdown_event_data("host-qmp-quit");
                                                              exit_status = 0;
                                                              loop->stop();
-                                                         }});
+                                                         },
+                                                         [&]() -> nlohmann::json { return postcopy_memory_figures(migration_ptr); }});
         if (!added) {
             errorln(added.error().message());
             return kExitError;
@@ -113,6 +124,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         errorln(migration.error().message());
         return kExitError;
     }
+    migration_ptr = migration->get();
     if (qmp) {
         if (auto added = add_migration_commands(qmp_commands, **migration); !added) {
             errorln(added.error().message());

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
@@ -40,29 +41,46 @@ int open_raw() {
 }
 }  // namespace
 
-Result<Userfault> Userfault::open(Backend backend) {
-    if (backend == Backend::Hugetlbfs)
-        return fail(Domain::Memory, "postcopy into hugetlbfs-backed RAM is not supported by ferry yet (use --memory-backend anon)");
-    if (backend == Backend::Memfd)
-        return fail(Domain::Memory, "postcopy into memfd-backed RAM is not supported by ferry yet (use --memory-backend anon)");
-    Fd fd(open_raw());
-    if (!fd.valid())
+namespace {
+// The features this kernel's userfaultfd offers (an API handshake with none asked
+// for reports them all), less any a test hides (FERRY_TEST_UFFD_HIDE_FEATURES=hex).
+Result<uint64_t> supported_features() {
+    Fd probe(open_raw());
+    if (!probe.valid())
         return fail_errno(Domain::Memory, "userfaultfd is not available to this process (kernel without it, or "
                                           "vm.unprivileged_userfaultfd=0 and no access to /dev/userfaultfd)");
     uffdio_api api{};
     api.api = UFFD_API;
-    api.features = UFFD_FEATURE_THREAD_ID;
-    if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) {
-        // Retry without the optional feature.
-        Fd again(open_raw());
-        if (!again.valid()) return fail_errno(Domain::Memory, "userfaultfd");
-        fd = std::move(again);
-        api = {};
-        api.api = UFFD_API;
-        if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) return fail_errno(Domain::Memory, "UFFDIO_API");
+    if (::ioctl(probe.get(), UFFDIO_API, &api) != 0) return fail_errno(Domain::Memory, "UFFDIO_API");
+    uint64_t features = api.features;
+    if (const char* hide = std::getenv("FERRY_TEST_UFFD_HIDE_FEATURES"))
+        features &= ~std::strtoull(hide, nullptr, 16);
+    return features;
+}
+}  // namespace
+
+Result<Userfault> Userfault::open(Backend backend) {
+    auto have = supported_features();
+    if (!have) return std::unexpected(have.error());
+    uint64_t want = 0;
+    if (backend == Backend::Memfd) {
+        if (!(*have & UFFD_FEATURE_MISSING_SHMEM))
+            return fail(Domain::Memory, "this kernel's userfaultfd cannot serve memfd-backed RAM (no UFFD_FEATURE_MISSING_SHMEM)");
+        want |= UFFD_FEATURE_MISSING_SHMEM;
     }
-    bool tid = (api.features & UFFD_FEATURE_THREAD_ID) != 0;
-    return Userfault(std::move(fd), tid);
+    if (backend == Backend::Hugetlbfs) {
+        if (!(*have & UFFD_FEATURE_MISSING_HUGETLBFS))
+            return fail(Domain::Memory, "this kernel's userfaultfd cannot serve hugetlbfs-backed RAM (no UFFD_FEATURE_MISSING_HUGETLBFS)");
+        want |= UFFD_FEATURE_MISSING_HUGETLBFS;
+    }
+    want |= *have & UFFD_FEATURE_THREAD_ID;  // optional: per-vCPU blocktime
+    Fd fd(open_raw());
+    if (!fd.valid()) return fail_errno(Domain::Memory, "userfaultfd");
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = want;
+    if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) return fail_errno(Domain::Memory, "UFFDIO_API");
+    return Userfault(std::move(fd), (want & UFFD_FEATURE_THREAD_ID) != 0);
 }
 
 Result<void> Userfault::register_missing(uint8_t* addr, uint64_t len) {
@@ -71,11 +89,13 @@ Result<void> Userfault::register_missing(uint8_t* addr, uint64_t len) {
     reg.range.len = len;
     reg.mode = UFFDIO_REGISTER_MODE_MISSING;
     if (::ioctl(fd_.get(), UFFDIO_REGISTER, &reg) != 0) return fail_errno(Domain::Memory, "UFFDIO_REGISTER");
-    const uint64_t need = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_ZEROPAGE) | (1ull << _UFFDIO_WAKE);
+    const uint64_t need = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_WAKE);
     if ((reg.ioctls & need) != need) {
         (void)unregister(addr, len);
-        return fail(Domain::Memory, fmt::format("userfaultfd on this memory lacks UFFDIO_COPY/ZEROPAGE/WAKE (ioctls {:#x})", reg.ioctls));
+        return fail(Domain::Memory, fmt::format("userfaultfd on this memory lacks UFFDIO_COPY/WAKE (ioctls {:#x})", reg.ioctls));
     }
+    // hugetlbfs has no UFFDIO_ZEROPAGE: zeropage() copies zeros there.
+    if (!(reg.ioctls & (1ull << _UFFDIO_ZEROPAGE))) has_zeropage_ = false;
     return {};
 }
 
@@ -107,6 +127,13 @@ Result<void> Userfault::copy(uint8_t* dst, const uint8_t* src, uint64_t len) {
 }
 
 Result<void> Userfault::zeropage(uint8_t* dst, uint64_t len) {
+    if (!has_zeropage_) {
+        // Zeros from a buffer the size of the largest page (2 MiB), allocated once.
+        if (zeros_.empty()) zeros_.assign(kHugePageSize, 0);
+        for (uint64_t off = 0; off < len; off += zeros_.size())
+            if (auto ok = copy(dst + off, zeros_.data(), std::min<uint64_t>(zeros_.size(), len - off)); !ok) return ok;
+        return {};
+    }
     uffdio_zeropage z{};
     z.range.start = reinterpret_cast<uint64_t>(dst);
     z.range.len = len;

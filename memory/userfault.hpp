@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
@@ -21,8 +22,10 @@ namespace ferry {
 
 class Userfault {
 public:
-    // Opens a userfaultfd able to serve `backend` memory (anonymous; shmem for memfd;
-    // hugetlbfs), asking for the faulting thread's id. The error says what is missing.
+    // Opens a userfaultfd able to serve `backend` memory (anonymous; shmem for memfd,
+    // UFFD_FEATURE_MISSING_SHMEM; hugetlbfs, UFFD_FEATURE_MISSING_HUGETLBFS), asking for
+    // the faulting thread's id where the kernel has it. The error says what is missing.
+    // FERRY_TEST_UFFD_HIDE_FEATURES=hex hides features from it (tests of the refusal).
     static Result<Userfault> open(Backend backend);
 
     Result<void> register_missing(uint8_t* addr, uint64_t len);
@@ -30,6 +33,7 @@ public:
     // Places `len` bytes (whole pages) at `dst` atomically and wakes its waiters.
     // A page that is already there fails (EEXIST).
     Result<void> copy(uint8_t* dst, const uint8_t* src, uint64_t len);
+    // Zeros (UFFDIO_ZEROPAGE; where the memory has none, as hugetlbfs, a copy of zeros).
     Result<void> zeropage(uint8_t* dst, uint64_t len);
     Result<void> wake(uint8_t* addr, uint64_t len);
 
@@ -40,6 +44,8 @@ private:
     Userfault(Fd fd, bool thread_id) : fd_(std::move(fd)), thread_id_(thread_id) {}
     Fd fd_;
     bool thread_id_;
+    bool has_zeropage_ = true;
+    std::vector<uint8_t> zeros_;
 };
 
 }  // namespace ferry

@@ -155,11 +155,15 @@ Result<void> MigrationDestination::accept_header() {
         if (m_.config().prealloc)
             return fail(Domain::Migration, "refusing postcopy: this destination was started with --prealloc, which would "
                                            "defeat the missing-page faults postcopy relies on");
+        bool huge = m_.config().backend == Backend::Hugetlbfs;
+        if (huge && !(theirs->caps & kCapHugePages))
+            return fail(Domain::Migration, "refusing postcopy: this destination's hugetlbfs-backed RAM takes whole 2 MiB pages, "
+                                           "and the source does not send them whole");
         auto u = Userfault::open(m_.config().backend);
         if (!u) return fail(Domain::Migration, "refusing postcopy: " + u.error().message());
         uffd_.emplace(std::move(*u));
         postcopy_ = true;
-        accepted |= kCapPostcopy;
+        accepted |= kCapPostcopy | (huge ? kCapHugePages : 0);
     }
     if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted)); !ok) return ok;
     index_ = PageIndex(m_.memory());

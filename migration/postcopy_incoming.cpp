@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "base/log.hpp"
@@ -31,28 +32,53 @@ uint64_t thp_bytes(const GuestMemory& mem) {
 
 PostcopyIncoming::PostcopyIncoming(Machine& m, Channel& ch, Userfault uffd, const PageIndex& index, AtomicBitmap& received)
     : m_(m), ch_(ch), uffd_(std::move(uffd)), stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), index_(index), received_(received),
-      requested_(index.total()), received_count_(received.count()) {}
+      requested_(index.total()), received_count_(received.count()),
+      unit_(m.config().backend == Backend::Hugetlbfs ? kHugePageSize / kPageSize : 1) {}
 
 PostcopyIncoming::~PostcopyIncoming() { abort(); }
+
+std::pair<uint64_t, uint64_t> PostcopyIncoming::unit_of(uint32_t region, uint64_t index) const {
+    uint64_t npages = m_.memory().regions()[region].size() / kPageSize;
+    uint64_t start = index - index % unit_;
+    return {index_.first_page(region) + start, std::min(unit_, npages - start)};
+}
+
+// Whatever is not here must fault: drop it (a page never written is not backed
+// anyway; THP may have backed a neighbour of a page precopy wrote). On hugetlbfs a
+// 2 MiB page is here only when all of it is: the rest of it comes again (the source
+// rounds the same way).
+Result<void> PostcopyIncoming::drop_missing() {
+    const auto& regions = m_.memory().regions();
+    for (uint32_t ri = 0; ri < regions.size(); ++ri) {
+        const auto& region = regions[ri];
+        uint64_t npages = region.size() / kPageSize, first = index_.first_page(ri);
+        int advice = region.map.backend() == Backend::Anonymous ? MADV_DONTNEED : MADV_REMOVE;
+        auto whole = [&](uint64_t u) {  // the unit at region page u is wholly here
+            uint64_t n = std::min(unit_, npages - u);
+            for (uint64_t i = 0; i < n; ++i)
+                if (!received_.test(first + u + i)) return false;
+            return true;
+        };
+        for (uint64_t u = 0; u < npages;) {
+            if (whole(u)) {
+                u += std::min(unit_, npages - u);
+                continue;
+            }
+            uint64_t start = u;
+            while (u < npages && !whole(u)) u += std::min(unit_, npages - u);
+            for (uint64_t i = start; i < u; ++i) received_.clear(first + i);
+            if (::madvise(region.map.addr() + start * kPageSize, (u - start) * kPageSize, advice) != 0)
+                return fail_errno(Domain::Migration, advice == MADV_REMOVE ? "postcopy: MADV_REMOVE" : "postcopy: MADV_DONTNEED");
+        }
+    }
+    received_count_ = received_.count();
+    return {};
+}
 
 Result<void> PostcopyIncoming::prepare() {
     if (!stop_.valid()) return fail_errno(Domain::Migration, "eventfd");
     const auto& regions = m_.memory().regions();
-    // Whatever is not here must fault: drop it (a page never written is not backed
-    // anyway; THP may have backed a neighbour of a page precopy wrote).
-    for (uint32_t ri = 0; ri < regions.size(); ++ri) {
-        uint64_t npages = regions[ri].size() / kPageSize, first = index_.first_page(ri);
-        for (uint64_t p = 0; p < npages;) {
-            if (received_.test(first + p)) {
-                ++p;
-                continue;
-            }
-            uint64_t start = p;
-            while (p < npages && !received_.test(first + p)) ++p;
-            if (::madvise(regions[ri].map.addr() + start * kPageSize, (p - start) * kPageSize, MADV_DONTNEED) != 0)
-                return fail_errno(Domain::Migration, "postcopy: MADV_DONTNEED");
-        }
-    }
+    if (auto ok = drop_missing(); !ok) return ok;
     for (const auto& r : regions)
         if (auto ok = uffd_.register_missing(r.map.addr(), r.size()); !ok) return ok;
     registered_ = true;
@@ -89,15 +115,22 @@ void PostcopyIncoming::fault_loop() {
             for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); ++i) {
                 if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
                 uint64_t addr = msgs[i].arg.pagefault.address & ~(kPageSize - 1);
+                // The unit (page, or 2 MiB page on hugetlbfs) holding the address.
                 std::optional<uint64_t> page;
+                uint64_t unit_pages = 1;
+                uint8_t* unit_host = nullptr;
                 for (uint32_t ri = 0; ri < regions.size(); ++ri) {
                     auto base = reinterpret_cast<uint64_t>(regions[ri].map.addr());
-                    if (addr >= base && addr - base < regions[ri].size()) page = index_.first_page(ri) + (addr - base) / kPageSize;
+                    if (addr < base || addr - base >= regions[ri].size()) continue;
+                    auto [first, n] = unit_of(ri, (addr - base) / kPageSize);
+                    page = first;
+                    unit_pages = n;
+                    unit_host = regions[ri].map.addr() + (first - index_.first_page(ri)) * kPageSize;
                 }
                 if (!page) continue;
                 stats_.faults++;
                 if (received_.test(*page)) {
-                    (void)uffd_.wake(reinterpret_cast<uint8_t*>(addr), kPageSize);  // placed meanwhile
+                    (void)uffd_.wake(unit_host, unit_pages * kPageSize);  // placed meanwhile
                     continue;
                 }
                 waiting_.try_emplace(*page, now);
@@ -111,8 +144,9 @@ void PostcopyIncoming::fault_loop() {
                     }
                 }
                 if (!requested_.set(*page)) {
+                    for (uint64_t i = 1; i < unit_pages; ++i) requested_.set(*page + i);
                     stats_.requests++;
-                    ask.push_back({index_.gpa_of(*page), 1});
+                    ask.push_back({index_.gpa_of(*page), static_cast<uint32_t>(unit_pages)});
                 }
             }
         }
@@ -130,6 +164,7 @@ Result<void> PostcopyIncoming::place(const DecodedPage& p) {
     if (received_.test(page)) return fail(Domain::Migration, fmt::format("postcopy: page {:#x} was sent twice", p.gpa));
     if (batch_instance_ == kRamAnswer && !requested_.test(page))
         return fail(Domain::Migration, fmt::format("postcopy: the source answered page {:#x}, which was never requested", p.gpa));
+    if (unit_ > 1) return stage(p, page);
     // Consecutive zero pages go in with one UFFDIO_ZEROPAGE.
     if (!p.data && zero_run_pages_ && page == zero_run_first_ + zero_run_pages_ && p.host == zero_run_host_ + zero_run_pages_ * kPageSize) {
         ++zero_run_pages_;
@@ -144,6 +179,33 @@ Result<void> PostcopyIncoming::place(const DecodedPage& p) {
     }
     if (auto ok = uffd_.copy(p.host, p.data, kPageSize); !ok) return ok;
     mark_placed(page, 1);
+    return {};
+}
+
+Result<void> PostcopyIncoming::stage(const DecodedPage& p, uint64_t page) {
+    auto [first, n] = unit_of(p.region, p.index);
+    auto it = std::ranges::find_if(staged_, [&](const Staged& s) { return s.first == first; });
+    if (it == staged_.end()) {
+        if (staged_.size() == kMaxStaged)
+            return fail(Domain::Migration, fmt::format("postcopy: more than {} huge pages partly sent at once (page {:#x}); the "
+                                                       "source must send each 2 MiB page whole", kMaxStaged, p.gpa));
+        Staged s;
+        s.first = first;
+        s.host = p.host - (page - first) * kPageSize;
+        s.bits.assign((n + 63) / 64, 0);
+        s.buf.assign(n * kPageSize, 0);
+        staged_.push_back(std::move(s));
+        it = staged_.end() - 1;
+    }
+    uint64_t i = page - first;
+    if (it->bits[i / 64] & (1ull << (i % 64))) return fail(Domain::Migration, fmt::format("postcopy: page {:#x} was sent twice", p.gpa));
+    it->bits[i / 64] |= 1ull << (i % 64);
+    if (p.data) std::memcpy(it->buf.data() + i * kPageSize, p.data, kPageSize);
+    if (++it->have < n) return {};
+    auto ok = uffd_.copy(it->host, it->buf.data(), n * kPageSize);
+    staged_.erase(it);
+    if (!ok) return ok;
+    mark_placed(first, n);
     return {};
 }
 

@@ -1,15 +1,20 @@
 // The postcopy destination's side of guest RAM (MigrationDestination owns one):
 //
-//   prepare():  before the vCPUs run, drops every page it does not hold (MADV_DONTNEED:
-//               never received, or discarded as dirtied since it was sent), registers
+//   prepare():  before the vCPUs run, drops every page it does not hold (never received,
+//               or discarded as dirtied since it was sent: MADV_DONTNEED for anonymous
+//               RAM, MADV_REMOVE for memfd and hugetlbfs, whose page cache keeps what is
+//               only unmapped; hugetlbfs drops each 2 MiB page not wholly here), registers
 //               all of guest RAM with userfaultfd (MISSING) and starts the fault thread.
 //   fault thread: owns the reading of the userfaultfd (and a stop eventfd). Each fault
 //               on a page not yet here is recorded (time, faulting vCPU) and, unless it
-//               was asked for already, asked of the source with a page-request section.
+//               was asked for already, asked of the source with a page-request section
+//               (on hugetlbfs: the whole 2 MiB page).
 //   place():    the receiving thread hands each arriving page to it (it is the
 //               PagePlacer): UFFDIO_COPY / UFFDIO_ZEROPAGE, which wakes whoever waits
 //               on the page; a page that is here already, or an answer to a request
-//               never made, is refused.
+//               never made, is refused. On hugetlbfs the 4 KiB pages of a 2 MiB page
+//               are staged until the last one is in, then placed whole (a few at a
+//               time at most: the source sends each 2 MiB page in one go).
 //   finish():   when every page is here: stop the fault thread, unregister, and
 //               collapse guest RAM back into huge pages (MADV_COLLAPSE).
 //   abort():    on failure: stop the fault thread and close the userfaultfd, which
@@ -44,6 +49,8 @@ public:
     Result<void> place(const DecodedPage& page) override;
     Result<void> end_batch() override;  // places the zero run still pending
     bool complete() const { return received_count_ == index_.total(); }
+    // The pages placed together: 1, or 512 (a 2 MiB page) on hugetlbfs.
+    uint64_t unit_pages() const { return unit_; }
     Result<void> finish();
     void abort();
     PostcopyFaultStats fault_stats() const;
@@ -54,6 +61,20 @@ private:
     void on_placed(uint64_t page, Clock::time_point now);  // under mu_
     void mark_placed(uint64_t first, uint64_t n);
     void stop_thread();
+    Result<void> drop_missing();
+    Result<void> stage(const DecodedPage& p, uint64_t page);  // hugetlbfs
+    // The placement unit holding a page of region `region` at `index`: first global page, count.
+    std::pair<uint64_t, uint64_t> unit_of(uint32_t region, uint64_t index) const;
+
+    // A 2 MiB page being assembled (hugetlbfs).
+    struct Staged {
+        uint64_t first = 0;         // global page
+        uint8_t* host = nullptr;    // where it goes
+        uint64_t have = 0;          // pages staged
+        std::vector<uint64_t> bits;
+        std::vector<uint8_t> buf;
+    };
+    static constexpr size_t kMaxStaged = 4;
 
     Machine& m_;
     Channel& ch_;
@@ -63,6 +84,8 @@ private:
     AtomicBitmap& received_;
     AtomicBitmap requested_;
     uint64_t received_count_ = 0;  // the receiving thread's own count
+    uint64_t unit_ = 1;
+    std::vector<Staged> staged_;
     uint32_t batch_instance_ = kRamPushed;
     uint64_t zero_run_first_ = 0, zero_run_pages_ = 0;  // zero pages not yet placed
     uint8_t* zero_run_host_ = nullptr;

@@ -124,13 +124,14 @@ Result<void> MigrationSource::migrate() {
     for (const auto& r : m_.memory().regions()) hdr.ram.push_back({r.start, r.size()});
     hdr.cpuid = m_.guest_cpuid().entries();
     const MigrationParams start_params = params();
-    if (start_params.postcopy) hdr.caps |= kCapPostcopy;
+    if (start_params.postcopy) hdr.caps |= kCapPostcopy | kCapHugePages;
     if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
     auto ack = expect_section(*ch_, SectionKind::HeaderAck);
     if (!ack) return std::unexpected(ack.error());
     auto caps = decode_caps(ack->payload);
     if (!caps) return std::unexpected(caps.error());
     postcopy_ok_ = (*caps & kCapPostcopy) != 0;
+    unit_pages_ = postcopy_ok_ && (*caps & kCapHugePages) ? kHugePageSize / kPageSize : 1;
     if (start_params.postcopy && !postcopy_ok_) return fail(Domain::Migration, "the destination does not accept postcopy");
     index_ = PageIndex(m_.memory());
     sent_ = std::make_unique<AtomicBitmap>(index_.total());

@@ -84,6 +84,12 @@ private:
     uint64_t backed_first_ = 0;
     std::vector<uint64_t> backed_;
     Result<void> send_pages(const PostcopyBatch& b, uint32_t instance);
+    // Adds the unsent pages of the unit holding `page` (the page; its whole 2 MiB page
+    // where the destination places those), sending each full batch as `instance` at
+    // once; `sent_pages` counts the pages sent so. The unit's last pages stay in `b`.
+    Result<void> add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages);
+    // The unit holding a page: its first global page and its length.
+    std::pair<uint64_t, uint64_t> unit_of(uint64_t page) const;
     MigrationParams params() const {
         std::lock_guard lock(params_mu_);
         return params_;
@@ -103,6 +109,7 @@ private:
     bool we_paused_ = false;  // resume on failure only a guest this migration paused
     bool past_go_ = false;    // the destination may run the guest: never resume here
     bool postcopy_ok_ = false;  // the destination accepted postcopy
+    uint64_t unit_pages_ = 1;   // sent whole in postcopy: 512 where the destination places 2 MiB pages
     Clock::time_point paused_at_;
 
     std::mutex ch_mu_;  // guards ch_ for cancel()

@@ -65,8 +65,40 @@ Result<void> MigrationSource::send_discards(const std::vector<std::vector<uint64
             if (runs.size() == kMaxRunsPerSection)
                 if (auto ok = flush(); !ok) return ok;
         }
+        // A destination that places 2 MiB pages keeps only those wholly sent: the rest
+        // of a partly sent one goes again (the destination rounds the same way).
+        for (uint64_t u = 0; unit_pages_ > 1 && u < npages; u += unit_pages_) {
+            uint64_t n = std::min(unit_pages_, npages - u), have = 0;
+            for (uint64_t i = 0; i < n; ++i) have += sent_->test(first + u + i);
+            if (have == 0 || have == n) continue;
+            for (uint64_t i = 0; i < n; ++i) sent_->clear(first + u + i);
+            runs.push_back({regions[ri].start.raw() + u * kPageSize, static_cast<uint32_t>(n)});
+            if (runs.size() == kMaxRunsPerSection)
+                if (auto ok = flush(); !ok) return ok;
+        }
     }
     return flush();
+}
+
+std::pair<uint64_t, uint64_t> MigrationSource::unit_of(uint64_t page) const {
+    if (unit_pages_ == 1) return {page, 1};
+    auto [r, idx] = index_.locate(page);
+    uint64_t npages = m_.memory().regions()[r].size() / kPageSize, start = idx - idx % unit_pages_;
+    return {page - (idx - start), std::min(unit_pages_, npages - start)};
+}
+
+Result<void> MigrationSource::add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages) {
+    auto [first, n] = unit_of(page);
+    for (uint64_t p = first; p < first + n; ++p) {
+        if (sent_->set(p)) continue;  // already on its way
+        add_page(b, p);
+        if (b.entries.size() == kMaxBatchPages) {
+            if (auto ok = send_pages(b, instance); !ok) return ok;
+            sent_pages += b.entries.size();
+            b.clear();
+        }
+    }
+    return {};
 }
 
 void MigrationSource::PostcopyBatch::clear() {
@@ -157,12 +189,7 @@ Result<void> MigrationSource::serve_postcopy() {
             for (uint64_t gpa : requests) {
                 auto page = index_.page_of(gpa);
                 if (!page) return fail(Domain::Migration, fmt::format("the destination asked for {:#x}, outside guest RAM", gpa));
-                if (!sent_->set(*page)) add_page(batch, *page);  // else: already on its way
-                if (batch.entries.size() == kMaxBatchPages) {
-                    if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
-                    answered += batch.entries.size();
-                    batch.clear();
-                }
+                if (auto ok = add_unit(batch, *page, kRamAnswer, answered); !ok) return ok;
             }
             if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
             answered += batch.entries.size();
@@ -181,13 +208,17 @@ Result<void> MigrationSource::serve_postcopy() {
         }
         if (background_pace().count() > 0) continue;  // woken early: keep pacing
         // Background: the next unsent pages from the cursor, at most kBackgroundPages
-        // of them with data (zero pages cost 8 bytes each: up to a full batch).
+        // of them with data (zero pages cost 8 bytes each: up to a full batch), or one
+        // whole 2 MiB page where the destination places those.
         batch.clear();
+        uint64_t pushed = 0;
         while (batch.entries.size() < kMaxBatchPages && batch.data.size() < kBackgroundPages) {
             auto page = cursor.next();
             if (!page) break;
-            if (!sent_->set(*page)) add_page(batch, *page);
-            cursor.jump(*page + 1);
+            auto [first, n] = unit_of(*page);
+            if (auto ok = add_unit(batch, *page, kRamPushed, pushed); !ok) return ok;
+            cursor.jump(first + n);
+            if (n > 1) break;
         }
         if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;
     }

@@ -55,6 +55,9 @@ inline constexpr uint32_t kStreamVersion = 3;
 // Capability bits, in the header (what the source asks for) and the header-ack (what
 // the destination accepts).
 inline constexpr uint32_t kCapPostcopy = 1;
+// In the header: the source sends each 2 MiB page whole during postcopy when asked.
+// In the ack: the destination asks for that (it places 2 MiB pages: hugetlbfs).
+inline constexpr uint32_t kCapHugePages = 2;
 // RamBatch instance: pages pushed by the source (rounds, background stream), or
 // answers to the destination's page requests.
 inline constexpr uint32_t kRamPushed = 0;

@@ -45,10 +45,13 @@ QmpResult query_ram_checksum(const Machine& m) {
     return nlohmann::json{{"xxh3", fmt::format("{:016x}", total)}, {"regions", regions}, {"status", run_state_name(m.run_state())}};
 }
 
-QmpResult query_memory(const Machine& m) {
+QmpResult query_memory(const Machine& m, const std::function<nlohmann::json()>& extra) {
     auto report = memory_report(m.memory());
     if (!report) return qmp_error("cannot read the memory figures: " + report.error().message());
-    return to_json(*report);
+    auto j = to_json(*report);
+    if (extra)
+        if (auto more = extra(); more.is_object()) j.update(more);
+    return j;
 }
 
 }  // namespace
@@ -109,7 +112,7 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
                         return nlohmann::json::object();
                     }});
     cmds.push_back({"query-cpus-fast", {}, [m](const nlohmann::json&, CallContext&) { return query_cpus_fast(*m); }});
-    cmds.push_back({"ferry-query-memory", {}, [m](const nlohmann::json&, CallContext&) { return query_memory(*m); }});
+    cmds.push_back({"ferry-query-memory", {}, [m, extra = ctx.memory_extra](const nlohmann::json&, CallContext&) { return query_memory(*m, extra); }});
     for (auto& c : cmds) {
         if (auto ok = table.add(std::move(c)); !ok) return ok;
     }

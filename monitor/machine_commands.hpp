@@ -33,6 +33,9 @@ struct MachineCommandsContext {
     std::function<void(std::string_view name, nlohmann::json data)> emit;
     // Asks ferry to end once the current reply is out (stops the main loop).
     std::function<void()> quit;
+    // Extra members of ferry-query-memory's reply (an incoming postcopy's THP coverage
+    // before and after MADV_COLLAPSE); may be empty.
+    std::function<nlohmann::json()> memory_extra = {};
 };
 
 Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ctx);

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "host_setting.hpp"
 #include "process.hpp"
 
 using namespace ferry::test;
@@ -32,42 +33,6 @@ std::vector<std::string> ferry_run(std::vector<std::string> extra) {
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
 }
-
-std::optional<std::string> read_setting(const std::string& path) {
-    std::ifstream f(path);
-    std::string v;
-    if (!f || !std::getline(f, v)) return std::nullopt;
-    return v;
-}
-
-bool write_setting(const std::string& path, const std::string& value) {
-    std::ofstream f(path);
-    f << value << "\n";
-    f.flush();
-    return static_cast<bool>(f);
-}
-
-// A host-wide setting changed for one test and restored when it ends.
-class HostSetting {
-public:
-    explicit HostSetting(std::string path) : path_(std::move(path)), old_(read_setting(path_)) {}
-    HostSetting(const HostSetting&) = delete;
-    HostSetting& operator=(const HostSetting&) = delete;
-    ~HostSetting() {
-        if (old_ && changed_) write_setting(path_, *old_);
-    }
-    bool exists() const { return old_.has_value(); }
-    bool set(const std::string& value) {
-        changed_ = true;
-        return write_setting(path_, value);
-    }
-    std::optional<std::string> now() const { return read_setting(path_); }
-
-private:
-    std::string path_;
-    std::optional<std::string> old_;
-    bool changed_ = false;
-};
 
 using Fields = std::map<std::string, std::string>;
 

@@ -67,9 +67,10 @@ std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::s
 // Migrates a running source to a fresh destination and checks the guest goes on
 // there: ticks continue from the source's count, no page is corrupt.
 void migrate_and_check(Process& src, const std::string& src_qmp, const std::string& mem, int cpus, Process*& dst_out,
-                       std::unique_ptr<Process>& dst_holder, const std::string& dst_qmp, std::vector<std::string> mig_extra) {
+                       std::unique_ptr<Process>& dst_holder, const std::string& dst_qmp, std::vector<std::string> mig_extra,
+                       std::vector<std::string> dst_extra) {
     int port = 0;
-    dst_holder = destination(mem, cpus, port, dst_qmp);
+    dst_holder = destination(mem, cpus, port, dst_qmp, std::move(dst_extra));
     auto mig = migrate(src_qmp, port, std::move(mig_extra));
     auto mig_rc = mig->wait_exit(kLong);
     INFO("migrate: " << mig->out_text() << mig->err() << "\nsource: " << src.err() << "\ndest: " << dst_holder->err());

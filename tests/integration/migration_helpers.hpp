@@ -30,6 +30,6 @@ std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::s
 // there: ticks continue from the source's count, no page is corrupt.
 void migrate_and_check(Process& src, const std::string& src_qmp, const std::string& mem, int cpus, Process*& dst_out,
                        std::unique_ptr<Process>& dst_holder, const std::string& dst_qmp = "",
-                       std::vector<std::string> mig_extra = {});
+                       std::vector<std::string> mig_extra = {}, std::vector<std::string> dst_extra = {});
 
 }  // namespace ferry::test
