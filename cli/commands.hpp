@@ -29,6 +29,7 @@ struct MigrateArgs {
     std::string mode = "precopy";              // precopy|postcopy|hybrid
     std::optional<uint64_t> downtime_limit;    // ms
     std::optional<std::string> max_bandwidth;  // bytes/s with K/M/G suffix
+    bool postcopy_preempt = false;             // answers to page requests on a second connection
     bool progress = false;                     // a progress line on stderr
     bool json = false;                         // one query-migrate JSON line per poll on stdout
 };

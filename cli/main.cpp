@@ -103,6 +103,9 @@ int main(int argc, char** argv) {
     migrate->add_option("--downtime-limit", mig.downtime_limit, "largest pause allowed for the last round (default 300)")
         ->type_name("MS");
     migrate->add_option("--max-bandwidth", mig.max_bandwidth, "cap in bytes/s, K/M/G suffixes (default: none)")->type_name("RATE");
+    migrate->add_flag("--postcopy-preempt", mig.postcopy_preempt,
+                      "postcopy/hybrid: send the pages the destination faults on over a second TCP connection of their "
+                      "own (QEMU's postcopy-preempt) instead of between the background stream's small batches");
     auto* progress_flag = migrate->add_flag("--progress", mig.progress, "show progress on stderr (percent, rate, remaining, dirty rate, round)");
     migrate->add_flag("--json", mig.json, "print each query-migrate reply as one JSON line on stdout, for scripts")
         ->excludes(progress_flag);

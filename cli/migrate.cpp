@@ -87,7 +87,8 @@ int cmd_migrate(const MigrateArgs& a) {
     }
     nlohmann::json caps = {{{"capability", "events"}, {"state", true}},
                            {{"capability", "postcopy-ram"}, {"state", postcopy}},
-                           {{"capability", "x-postcopy-auto"}, {"state", a.mode == "hybrid"}}};
+                           {{"capability", "x-postcopy-auto"}, {"state", a.mode == "hybrid"}},
+                           {{"capability", "postcopy-preempt"}, {"state", postcopy && a.postcopy_preempt}}};
     if (auto r = call("migrate-set-capabilities", {{"capabilities", caps}}); !r) return error_exit(kExitError, r.error().message());
     if (auto r = call("migrate", {{"uri", a.to}}); !r) return error_exit(kExitError, r.error().message());
     // postcopy: switch as soon as the device state can go (QEMU's migrate-start-postcopy).

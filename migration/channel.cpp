@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+
+#include <algorithm>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -213,8 +215,17 @@ Result<Listener> Listener::listen(const TcpAddress& addr) {
     return fail(Domain::Migration, "cannot listen on " + addr.text(), last_err);
 }
 
-Result<Channel> Listener::accept() {
+Result<Channel> Listener::accept(std::optional<std::chrono::milliseconds> timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout.value_or(std::chrono::milliseconds(0));
     for (;;) {
+        if (timeout) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            pollfd p{fd_.get(), POLLIN, 0};
+            int r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return fail_errno(Domain::Migration, "waiting for a migration connection");
+            if (r == 0) return fail(Domain::Migration, "no migration connection came in time");
+        }
         int fd = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0) {
             tune(fd);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -61,8 +62,8 @@ private:
 class Listener {
 public:
     static Result<Listener> listen(const TcpAddress& addr);
-    // Blocks until a peer connects, or cancel() is called.
-    Result<Channel> accept();
+    // Blocks until a peer connects (at most `timeout`, when given), or cancel() is called.
+    Result<Channel> accept(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
     void cancel();
     uint16_t port() const { return port_; }
 

@@ -1,8 +1,10 @@
 #include "migration/destination.hpp"
 
+#include <sys/random.h>
 #include <time.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,6 +23,7 @@ uint64_t realtime_ns() {
 }
 constexpr uint64_t kMaxTscCatchUpNs = 3600ull * 1000000000ull;
 constexpr uint32_t kPostcopyReceiveBuffer = 256 * 1024;
+constexpr auto kUrgentChannelWait = std::chrono::seconds(10);
 }  // namespace
 
 Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machine& machine, const TcpAddress& addr,
@@ -33,6 +36,8 @@ Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machi
 MigrationDestination::~MigrationDestination() {
     cancel();
     if (thread_.joinable()) thread_.join();
+    urgent_stop_ = true;
+    if (urgent_thread_.joinable()) urgent_thread_.join();
 }
 
 void MigrationDestination::start() {
@@ -49,6 +54,7 @@ void MigrationDestination::cancel() {
     listener_.cancel();
     std::lock_guard lock(ch_mu_);
     if (ch_) ch_->cancel();
+    if (urgent_) urgent_->cancel();
 }
 
 void MigrationDestination::set_status(MigrationStatus st) {
@@ -86,6 +92,8 @@ void MigrationDestination::run() {
     }
     Phase failed_in = phase_;
     phase_ = Phase::Failed;
+    urgent_stop_ = true;
+    if (urgent_thread_.joinable()) urgent_thread_.join();
     {
         std::lock_guard lock(ch_mu_);
         if (ch_) (void)send_error(*ch_, result.error().message());  // best effort
@@ -163,9 +171,14 @@ Result<void> MigrationDestination::accept_header() {
         if (!u) return fail(Domain::Migration, "refusing postcopy: " + u.error().message());
         uffd_.emplace(std::move(*u));
         postcopy_ = true;
-        accepted |= kCapPostcopy | (huge ? kCapHugePages : 0);
+        accepted |= kCapPostcopy | (huge ? kCapHugePages : 0) | (theirs->caps & kCapUrgentChannel);
     }
-    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted)); !ok) return ok;
+    uint64_t token = 0;
+    if ((accepted & kCapUrgentChannel) && ::getrandom(&token, sizeof(token), 0) != sizeof(token))
+        return fail_errno(Domain::Migration, "getrandom");
+    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted, token)); !ok) return ok;
+    if (accepted & kCapUrgentChannel)
+        if (auto ok = accept_urgent_channel(token); !ok) return ok;
     index_ = PageIndex(m_.memory());
     received_ = std::make_unique<AtomicBitmap>(index_.total());
     set_status(MigrationStatus::Active);
@@ -175,20 +188,47 @@ Result<void> MigrationDestination::accept_header() {
     return {};
 }
 
+// The source's second connection (postcopy-preempt), which carries only answers to
+// page requests. It must come at once and present the token of this migration's ack.
+Result<void> MigrationDestination::accept_urgent_channel(uint64_t token) {
+    auto ch = listener_.accept(kUrgentChannelWait);
+    if (!ch) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + ch.error().message());
+    auto hello = expect_section(*ch, SectionKind::UrgentHello);
+    if (!hello) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + hello.error().message());
+    if (hello->payload.size() != sizeof(token) || std::memcmp(hello->payload.data(), &token, sizeof(token)) != 0)
+        return fail(Domain::Migration, "refusing a second migration connection that does not belong to this migration");
+    std::lock_guard lock(ch_mu_);
+    urgent_ = std::make_unique<Channel>(std::move(*ch));
+    if (cancel_) return fail(Domain::Migration, "cancelled");
+    return {};
+}
+
+// A RAM batch before the switch: copied in, and recorded as received.
 Result<void> MigrationDestination::place_batch(const Section& s) {
-    if (s.instance != kRamPushed && !(s.instance == kRamAnswer && phase_ == Phase::Postcopy))
+    if (s.instance != kRamPushed) return fail(Domain::Migration, fmt::format("stream: RAM batch of unknown kind {}", s.instance));
+    auto r = place_ram_batch(m_.memory(), s.payload, direct_, scratch_);
+    if (!r) return std::unexpected(r.error());
+    for (const auto& p : scratch_) received_->set(index_.first_page(p.region) + p.index);
+    stats_.update([&](MigrationStats& m) {
+        m.ram_transferred += 4 + (r->data + r->zero) * 8 + r->data * kPageSize;
+        m.ram_normal += r->data;
+        m.ram_normal_bytes += r->data * kPageSize;
+        m.ram_duplicate += r->zero;
+    });
+    return {};
+}
+
+// A RAM batch after Go, from either connection (the placement is serialized).
+Result<void> MigrationDestination::place_postcopy_batch(const Section& s, std::vector<DecodedPage>& scratch) {
+    if (s.instance != kRamPushed && s.instance != kRamAnswer)
         return fail(Domain::Migration, fmt::format("stream: RAM batch of unknown kind {}", s.instance));
     RamBatchStats st;
-    if (phase_ == Phase::Postcopy) {
+    {
+        std::lock_guard lock(place_mu_);
         postcopy_in_->set_batch_kind(s.instance);
-        auto r = place_ram_batch(m_.memory(), s.payload, *postcopy_in_, scratch_);
+        auto r = place_ram_batch(m_.memory(), s.payload, *postcopy_in_, scratch);
         if (!r) return std::unexpected(r.error());
         st = *r;
-    } else {
-        auto r = place_ram_batch(m_.memory(), s.payload, direct_, scratch_);
-        if (!r) return std::unexpected(r.error());
-        st = *r;
-        for (const auto& p : scratch_) received_->set(index_.first_page(p.region) + p.index);
     }
     stats_.update([&](MigrationStats& m) {
         m.ram_transferred += 4 + (st.data + st.zero) * 8 + st.data * kPageSize;
@@ -197,6 +237,32 @@ Result<void> MigrationDestination::place_batch(const Section& s) {
         m.ram_duplicate += st.zero;
     });
     return {};
+}
+
+bool MigrationDestination::postcopy_complete() {
+    std::lock_guard lock(place_mu_);
+    return postcopy_in_->complete();
+}
+
+// The second connection's reader (postcopy-preempt): answers only.
+void MigrationDestination::urgent_loop() {
+    Section s{};
+    s.payload.reserve(kMaxSectionPayload);
+    std::vector<DecodedPage> scratch;
+    auto stop = [&](std::string why) {
+        std::lock_guard lock(urgent_mu_);
+        urgent_error_ = std::move(why);
+    };
+    while (!urgent_stop_ && !postcopy_complete()) {
+        auto ready = urgent_->wait_readable(std::chrono::milliseconds(50));
+        if (!ready) return stop(ready.error().message());
+        if (!*ready) continue;
+        if (auto ok = recv_section_into(*urgent_, s); !ok) return stop(ok.error().message());
+        if (s.kind == SectionKind::Error) return stop("the source reported: " + error_reason(s));
+        if (s.kind != SectionKind::RamBatch || s.instance != kRamAnswer)
+            return stop(fmt::format("stream: unexpected {} section on the postcopy-preempt connection", section_name(s.kind)));
+        if (auto ok = place_postcopy_batch(s, scratch); !ok) return stop(ok.error().message());
+    }
 }
 
 Result<void> MigrationDestination::on_precopy(Section& s) {
@@ -266,9 +332,11 @@ Result<void> MigrationDestination::switch_over() {
     if (postcopy_in_) {
         phase_ = Phase::Postcopy;  // from here a failure stops the guest
         // An answered page waits behind whatever background data sits unread here: keep
-        // that little (FERRY_POSTCOPY_RCVBUF, bytes, for experiments).
+        // that little (FERRY_POSTCOPY_RCVBUF, bytes, for experiments), unless answers
+        // come on a connection of their own.
         const char* env = std::getenv("FERRY_POSTCOPY_RCVBUF");
-        (void)ch_->set_receive_buffer(env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : kPostcopyReceiveBuffer);
+        if (!urgent_) (void)ch_->set_receive_buffer(env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : kPostcopyReceiveBuffer);
+        else urgent_thread_ = std::thread([this] { urgent_loop(); });
     }
     if (auto ok = start_paused_ ? m_.start_paused() : m_.start(); !ok) return ok;
     logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
@@ -284,13 +352,42 @@ Result<void> MigrationDestination::switch_over() {
 Result<void> MigrationDestination::receive_postcopy() {
     Section s{};
     s.payload.reserve(kMaxSectionPayload);
-    while (!postcopy_in_->complete()) {
-        if (auto ok = recv_section_into(*ch_, s); !ok) return ok;
-        if (s.kind == SectionKind::Error) return fail(Domain::Migration, "the source reported: " + error_reason(s));
-        if (s.kind != SectionKind::RamBatch)
-            return fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
-        if (auto ok = place_batch(s); !ok) return ok;
+    auto urgent_error = [&]() -> std::optional<std::string> {
+        std::lock_guard lock(urgent_mu_);
+        return urgent_error_;
+    };
+    auto stop_urgent = [&] {
+        urgent_stop_ = true;
+        if (urgent_thread_.joinable()) urgent_thread_.join();
+    };
+    while (!postcopy_complete()) {
+        if (urgent_) {
+            // The last page may come on the other connection: look up now and then.
+            if (auto e = urgent_error()) {
+                stop_urgent();
+                return fail(Domain::Migration, *e);
+            }
+            auto ready = ch_->wait_readable(std::chrono::milliseconds(50));
+            if (!ready) {
+                stop_urgent();
+                return std::unexpected(ready.error());
+            }
+            if (!*ready) continue;
+        }
+        auto ok = recv_section_into(*ch_, s);
+        if (ok && s.kind == SectionKind::Error) ok = fail(Domain::Migration, "the source reported: " + error_reason(s));
+        if (ok && s.kind != SectionKind::RamBatch)
+            ok = fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
+        if (ok && urgent_ && s.instance == kRamAnswer)
+            ok = fail(Domain::Migration, "stream: an answer on the main connection (postcopy-preempt sends them on the second)");
+        if (ok) ok = place_postcopy_batch(s, scratch_);
+        if (!ok) {
+            stop_urgent();
+            return ok;
+        }
     }
+    stop_urgent();
+    if (auto e = urgent_error()) return fail(Domain::Migration, *e);
     if (auto ok = send_section(*ch_, SectionKind::PostcopyDone, 0, std::span<const uint8_t>()); !ok) return ok;
     auto fs = postcopy_in_->fault_stats();
     logger("mig")->info("postcopy complete: {} faults, {} pages requested", fs.faults, fs.requests);

@@ -71,6 +71,10 @@ private:
     Result<void> switch_over();
     Result<void> receive_postcopy();
     Result<void> place_batch(const Section& s);
+    Result<void> accept_urgent_channel(uint64_t token);
+    Result<void> place_postcopy_batch(const Section& s, std::vector<DecodedPage>& scratch);
+    bool postcopy_complete();
+    void urgent_loop();
     Result<void> restore();
     void set_status(MigrationStatus s);
 
@@ -81,6 +85,12 @@ private:
     std::atomic<bool> cancel_{false};
     std::mutex ch_mu_;
     std::unique_ptr<Channel> ch_;
+    std::unique_ptr<Channel> urgent_;  // postcopy-preempt: the source's answers (after Go)
+    std::thread urgent_thread_;
+    std::atomic<bool> urgent_stop_{false};
+    std::mutex urgent_mu_;
+    std::optional<std::string> urgent_error_;
+    std::mutex place_mu_;  // postcopy placement: one connection at a time
 
     std::vector<std::optional<VcpuState>> vcpus_;
     std::vector<uint64_t> vcpu_saved_at_ns_;

@@ -53,6 +53,7 @@ void MigrationSource::cancel() {
     cancel_ = true;
     std::lock_guard lock(ch_mu_);
     if (ch_) ch_->cancel();
+    if (urgent_) urgent_->cancel();
 }
 
 void MigrationSource::set_params(const MigrationParams& p) {
@@ -124,15 +125,20 @@ Result<void> MigrationSource::migrate() {
     for (const auto& r : m_.memory().regions()) hdr.ram.push_back({r.start, r.size()});
     hdr.cpuid = m_.guest_cpuid().entries();
     const MigrationParams start_params = params();
-    if (start_params.postcopy) hdr.caps |= kCapPostcopy | kCapHugePages;
+    if (start_params.postcopy) hdr.caps |= kCapPostcopy | kCapHugePages | (start_params.postcopy_preempt ? kCapUrgentChannel : 0);
     if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
     auto ack = expect_section(*ch_, SectionKind::HeaderAck);
     if (!ack) return std::unexpected(ack.error());
-    auto caps = decode_caps(ack->payload);
+    uint64_t token = 0;
+    auto caps = decode_caps(ack->payload, &token);
     if (!caps) return std::unexpected(caps.error());
     postcopy_ok_ = (*caps & kCapPostcopy) != 0;
     unit_pages_ = postcopy_ok_ && (*caps & kCapHugePages) ? kHugePageSize / kPageSize : 1;
     if (start_params.postcopy && !postcopy_ok_) return fail(Domain::Migration, "the destination does not accept postcopy");
+    if (start_params.postcopy_preempt) {
+        if (!(*caps & kCapUrgentChannel)) return fail(Domain::Migration, "the destination does not accept postcopy-preempt");
+        if (auto ok = connect_urgent_channel(token); !ok) return ok;
+    }
     index_ = PageIndex(m_.memory());
     sent_ = std::make_unique<AtomicBitmap>(index_.total());
     back_ = std::make_unique<ReturnPath>(*ch_, m_.memory());

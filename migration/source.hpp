@@ -71,23 +71,27 @@ private:
     Result<void> send_discards(const std::vector<std::vector<uint64_t>>& dirty);
     Result<void> serve_postcopy();
     std::chrono::milliseconds background_pace() const;
-    // A postcopy RAM batch being filled: its table, and its data pages in guest RAM.
+    // A postcopy RAM batch being filled (by one thread): its table, its data pages in
+    // guest RAM, and which pages of one chunk the host backs (memory/residency.hpp).
+    static constexpr uint64_t kResidencyChunk = 4096;
     struct PostcopyBatch {
         std::vector<uint64_t> entries;
         std::vector<std::span<const uint8_t>> data;
+        uint32_t backed_region = UINT32_MAX;
+        uint64_t backed_first = 0;
+        std::vector<uint64_t> backed;
         void clear();
     };
     bool add_page(PostcopyBatch& b, uint64_t page);
-    // Which pages of one chunk the host backs (memory/residency.hpp), for add_page.
-    static constexpr uint64_t kResidencyChunk = 4096;
-    uint32_t backed_region_ = UINT32_MAX;
-    uint64_t backed_first_ = 0;
-    std::vector<uint64_t> backed_;
-    Result<void> send_pages(const PostcopyBatch& b, uint32_t instance);
+    Result<void> send_pages(const PostcopyBatch& b, uint32_t instance, Channel& ch);
     // Adds the unsent pages of the unit holding `page` (the page; its whole 2 MiB page
-    // where the destination places those), sending each full batch as `instance` at
-    // once; `sent_pages` counts the pages sent so. The unit's last pages stay in `b`.
-    Result<void> add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages);
+    // where the destination places those), sending each full batch as `instance` on
+    // `ch` at once; `sent_pages` counts the pages sent so. The unit's last pages stay in `b`.
+    Result<void> add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages, Channel& ch);
+    Result<void> connect_urgent_channel(uint64_t token);
+    // postcopy-preempt: answers page requests on the second connection until stopped.
+    void answer_loop();
+    Result<uint64_t> answer(const std::deque<uint64_t>& requests, PostcopyBatch& batch, Channel& ch);
     // The unit holding a page: its first global page and its length.
     std::pair<uint64_t, uint64_t> unit_of(uint64_t page) const;
     MigrationParams params() const {
@@ -114,6 +118,12 @@ private:
 
     std::mutex ch_mu_;  // guards ch_ for cancel()
     std::unique_ptr<Channel> ch_;
+    std::unique_ptr<Channel> urgent_;  // postcopy-preempt: answers only
+    std::atomic<bool> answers_stop_{false};
+    std::atomic<uint64_t> answered_{0};
+    std::atomic<int64_t> jump_to_{-1};  // the answer thread's last request, for the cursor
+    std::mutex answer_mu_;
+    std::string answer_error_;
     std::unique_ptr<DirtyTracker> dirty_;
     std::unique_ptr<ReturnPath> back_;
     PageIndex index_;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "base/log.hpp"
 #include "memory/residency.hpp"
@@ -20,6 +21,7 @@ constexpr uint32_t kBackgroundPages = 16;
 constexpr uint32_t kUnsentLimit = 128 * 1024;
 // How long the destination may take to confirm the last page.
 constexpr auto kDoneTimeout = std::chrono::seconds(120);
+constexpr auto kUrgentConnectTimeout = std::chrono::seconds(10);
 
 }  // namespace
 
@@ -87,17 +89,29 @@ std::pair<uint64_t, uint64_t> MigrationSource::unit_of(uint64_t page) const {
     return {page - (idx - start), std::min(unit_pages_, npages - start)};
 }
 
-Result<void> MigrationSource::add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages) {
+Result<void> MigrationSource::add_unit(PostcopyBatch& b, uint64_t page, uint32_t instance, uint64_t& sent_pages, Channel& ch) {
     auto [first, n] = unit_of(page);
     for (uint64_t p = first; p < first + n; ++p) {
         if (sent_->set(p)) continue;  // already on its way
         add_page(b, p);
         if (b.entries.size() == kMaxBatchPages) {
-            if (auto ok = send_pages(b, instance); !ok) return ok;
+            if (auto ok = send_pages(b, instance, ch); !ok) return ok;
             sent_pages += b.entries.size();
             b.clear();
         }
     }
+    return {};
+}
+
+Result<void> MigrationSource::connect_urgent_channel(uint64_t token) {
+    auto ch = Channel::connect(to_, kUrgentConnectTimeout);
+    if (!ch) return fail(Domain::Migration, "the second (postcopy-preempt) connection: " + ch.error().message());
+    if (auto ok = send_section(*ch, SectionKind::UrgentHello, 0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&token), sizeof(token)));
+        !ok)
+        return ok;
+    std::lock_guard lock(ch_mu_);
+    urgent_ = std::make_unique<Channel>(std::move(*ch));
+    if (cancelled()) return fail(Domain::Migration, "cancelled");
     return {};
 }
 
@@ -115,13 +129,13 @@ bool MigrationSource::add_page(PostcopyBatch& b, uint64_t page) {
     const uint8_t* host = region.map.addr() + idx * kPageSize;
     uint64_t gpa = region.start.raw() + idx * kPageSize;
     uint64_t chunk = idx / kResidencyChunk * kResidencyChunk;
-    if (r != backed_region_ || chunk != backed_first_) {
-        backed_region_ = r;
-        backed_first_ = chunk;
-        backed_ = backed_pages(region, chunk, std::min<uint64_t>(kResidencyChunk, region.size() / kPageSize - chunk));
+    if (r != b.backed_region || chunk != b.backed_first) {
+        b.backed_region = r;
+        b.backed_first = chunk;
+        b.backed = backed_pages(region, chunk, std::min<uint64_t>(kResidencyChunk, region.size() / kPageSize - chunk));
     }
     uint64_t rel = idx - chunk;
-    bool backed = backed_[rel / 64] & (1ull << (rel % 64));
+    bool backed = b.backed[rel / 64] & (1ull << (rel % 64));
     if (!backed || page_is_zero(host)) {
         b.entries.push_back(gpa | kPageFlagZero);
         return false;
@@ -132,7 +146,7 @@ bool MigrationSource::add_page(PostcopyBatch& b, uint64_t page) {
 }
 
 // Sends the batch as one RAM batch section, its data pages straight from guest RAM.
-Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instance) {
+Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instance, Channel& ch) {
     if (b.entries.empty()) return {};
     uint32_t count = static_cast<uint32_t>(b.entries.size());
     std::vector<std::span<const uint8_t>> pieces;
@@ -140,10 +154,10 @@ Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instan
     pieces.emplace_back(reinterpret_cast<const uint8_t*>(&count), 4);
     pieces.emplace_back(reinterpret_cast<const uint8_t*>(b.entries.data()), b.entries.size() * 8);
     pieces.insert(pieces.end(), b.data.begin(), b.data.end());
-    auto before = ch_->bytes_sent();
-    if (auto ok = send_section(*ch_, SectionKind::RamBatch, instance, pieces); !ok) return ok;
-    uint64_t sent = ch_->bytes_sent() - before;
-    round_bytes_ += sent;
+    auto before = ch.bytes_sent();
+    if (auto ok = send_section(ch, SectionKind::RamBatch, instance, pieces); !ok) return ok;
+    uint64_t sent = ch.bytes_sent() - before;
+    if (&ch == ch_.get()) round_bytes_ += sent;  // the migration thread's own count (pacing)
     uint64_t data = b.data.size(), zero = b.entries.size() - b.data.size();
     stats_.update([&](MigrationStats& s) {
         s.ram_transferred += sent;
@@ -166,37 +180,83 @@ std::chrono::milliseconds MigrationSource::background_pace() const {
     return std::chrono::ceil<std::chrono::milliseconds>(due - now);
 }
 
+// Sends the pages of these requests (those not sent yet) as answers on `ch`; returns
+// the page after the last one asked for.
+Result<uint64_t> MigrationSource::answer(const std::deque<uint64_t>& requests, PostcopyBatch& batch, Channel& ch) {
+    batch.clear();
+    uint64_t n = 0, after = 0;
+    for (uint64_t gpa : requests) {
+        auto page = index_.page_of(gpa);
+        if (!page) return fail(Domain::Migration, fmt::format("the destination asked for {:#x}, outside guest RAM", gpa));
+        if (auto ok = add_unit(batch, *page, kRamAnswer, n, ch); !ok) return std::unexpected(ok.error());
+        after = *page + 1;
+    }
+    if (auto ok = send_pages(batch, kRamAnswer, ch); !ok) return std::unexpected(ok.error());
+    n += batch.entries.size();
+    uint64_t total = answered_ += n;
+    stats_.update([&](MigrationStats& s) { s.postcopy_requests = total; });
+    return after;
+}
+
+void MigrationSource::answer_loop() {
+    PostcopyBatch batch;
+    while (!answers_stop_) {
+        auto requests = back_->take_requests(std::chrono::milliseconds(50));
+        if (requests.empty()) continue;
+        auto after = answer(requests, batch, *urgent_);
+        if (!after) {
+            std::lock_guard lock(answer_mu_);
+            answer_error_ = after.error().message();
+            return;
+        }
+        jump_to_ = static_cast<int64_t>(*after);
+    }
+}
+
 Result<void> MigrationSource::serve_postcopy() {
-    (void)ch_->set_unsent_limit(kUnsentLimit);
+    // One connection: little may queue ahead of an answer. With a second connection for
+    // the answers (postcopy-preempt) the background stream fills its own pipe.
+    if (!urgent_) (void)ch_->set_unsent_limit(kUnsentLimit);
     PageCursor cursor(*sent_);
     PostcopyBatch batch;
     round_start_ = Clock::now();
     round_bytes_ = 0;
-    uint64_t answered = 0;
     std::optional<Clock::time_point> all_sent_at;
+    std::thread answers;
+    if (urgent_) answers = std::thread([this] { answer_loop(); });
+    struct Joiner {
+        std::atomic<bool>& stop;
+        std::thread& t;
+        ~Joiner() {
+            stop = true;
+            if (t.joinable()) t.join();
+        }
+    } joiner{answers_stop_, answers};
     for (;;) {
         if (cancelled()) return fail(Domain::Migration, "cancelled after the switch-over");
         auto ev = back_->events();
         if (!ev.error.empty()) return fail(Domain::Migration, ev.error);
-        // Urgent first: the pages a fault waits for, each sent once.
         bool all_sent = sent_->count() == index_.total();
         // max-bandwidth paces the background stream; a request ends the wait at once.
         auto pace = background_pace();
         auto wait = all_sent ? std::chrono::milliseconds(100) : pace;
-        auto requests = back_->take_requests(wait);
-        if (!requests.empty()) {
-            batch.clear();
-            for (uint64_t gpa : requests) {
-                auto page = index_.page_of(gpa);
-                if (!page) return fail(Domain::Migration, fmt::format("the destination asked for {:#x}, outside guest RAM", gpa));
-                if (auto ok = add_unit(batch, *page, kRamAnswer, answered); !ok) return ok;
+        if (urgent_) {
+            {
+                std::lock_guard lock(answer_mu_);
+                if (!answer_error_.empty()) return fail(Domain::Migration, answer_error_);
             }
-            if (auto ok = send_pages(batch, kRamAnswer); !ok) return ok;
-            answered += batch.entries.size();
             // The background stream goes on from the last fault: the guest's locality.
-            if (auto last = index_.page_of(requests.back())) cursor.jump(*last + 1);
-            stats_.update([&](MigrationStats& s) { s.postcopy_requests = answered; });
-            continue;
+            if (auto j = jump_to_.exchange(-1); j >= 0) cursor.jump(static_cast<uint64_t>(j));
+            if (wait.count() > 0) back_->wait([](const ReturnPath::Events& e) { return e.postcopy_done; }, wait);
+        } else {
+            // Urgent first: the pages a fault waits for, each sent once.
+            auto requests = back_->take_requests(wait);
+            if (!requests.empty()) {
+                auto after = answer(requests, batch, *ch_);
+                if (!after) return std::unexpected(after.error());
+                cursor.jump(*after);  // the guest's locality
+                continue;
+            }
         }
         if (all_sent) {
             // The source keeps its copy until the destination confirms every page.
@@ -216,22 +276,22 @@ Result<void> MigrationSource::serve_postcopy() {
             auto page = cursor.next();
             if (!page) break;
             auto [first, n] = unit_of(*page);
-            if (auto ok = add_unit(batch, *page, kRamPushed, pushed); !ok) return ok;
+            if (auto ok = add_unit(batch, *page, kRamPushed, pushed, *ch_); !ok) return ok;
             cursor.jump(first + n);
             if (n > 1) break;
         }
-        if (auto ok = send_pages(batch, kRamPushed); !ok) return ok;
+        if (auto ok = send_pages(batch, kRamPushed, *ch_); !ok) return ok;
     }
     auto resumed = back_->events().resumed_at;
     auto end = Clock::now();
     stats_.update([&](MigrationStats& s) {
         if (resumed) s.downtime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(*resumed - paused_at_).count());
         s.ram_remaining = 0;
-        s.postcopy_requests = answered;
+        s.postcopy_requests = answered_;
         auto secs = std::chrono::duration<double>(end - round_start_).count();
         if (secs > 0 && round_bytes_ >= (1u << 20)) s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6;
     });
-    logger("mig")->info("postcopy complete: {} pages answered on request, downtime {} us", answered,
+    logger("mig")->info("postcopy complete: {} pages answered on request, downtime {} us", answered_.load(),
                         resumed ? std::chrono::duration_cast<std::chrono::microseconds>(*resumed - paused_at_).count() : -1);
     m_.set_postmigrate();
     return {};

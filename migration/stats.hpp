@@ -22,6 +22,7 @@ struct MigrationParams {
     // From the capabilities when the migration starts (outgoing only).
     bool postcopy = false;       // postcopy-ram: may switch to postcopy
     bool postcopy_auto = false;  // x-postcopy-auto: switch by itself when precopy does not converge
+    bool postcopy_preempt = false;  // postcopy-preempt: page answers on a second connection
 };
 
 // One userfault on the postcopy destination: when (since postcopy began), where, and

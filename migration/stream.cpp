@@ -16,7 +16,7 @@ constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxErrorLen = 4096;
 
 bool known_kind(uint16_t k) {
-    return (k >= 1 && k <= 3) || (k >= 5 && k <= 17);
+    return (k >= 1 && k <= 3) || (k >= 5 && k <= 18);
 }
 }  // namespace
 
@@ -38,6 +38,7 @@ const char* section_name(SectionKind k) {
         case SectionKind::Discard: return "discard";
         case SectionKind::PageRequest: return "page-request";
         case SectionKind::PostcopyDone: return "postcopy-done";
+        case SectionKind::UrgentHello: return "urgent-hello";
     }
     return "?";
 }
@@ -311,17 +312,21 @@ Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<
     return runs;
 }
 
-std::vector<uint8_t> encode_caps(uint32_t caps) {
+std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t urgent_token) {
     StateWriter w;
     w.put(caps);
+    if (caps & kCapUrgentChannel) w.put(urgent_token);
     return w.take();
 }
 
-Result<uint32_t> decode_caps(std::span<const uint8_t> payload) {
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* urgent_token) {
     if (payload.empty()) return 0u;
     StateReader r(payload);
     uint32_t caps = 0;
-    if (!r.get(caps) || !r.at_end()) return fail(Domain::Migration, "header-ack: malformed capabilities");
+    uint64_t token = 0;
+    if (!r.get(caps) || ((caps & kCapUrgentChannel) && !r.get(token)) || !r.at_end())
+        return fail(Domain::Migration, "header-ack: malformed capabilities");
+    if (urgent_token) *urgent_token = token;
     return caps;
 }
 

@@ -45,6 +45,7 @@ enum class SectionKind : uint16_t {
     Discard = 15,       // src -> dst (postcopy switch): runs of pages dirtied since they were sent
     PageRequest = 16,   // dst -> src (postcopy): pages a fault is waiting for
     PostcopyDone = 17,  // dst -> src (postcopy): every page of RAM has arrived
+    UrgentHello = 18,   // src -> dst, first on the second connection: the ack's token
 };
 const char* section_name(SectionKind k);
 
@@ -58,6 +59,8 @@ inline constexpr uint32_t kCapPostcopy = 1;
 // In the header: the source sends each 2 MiB page whole during postcopy when asked.
 // In the ack: the destination asks for that (it places 2 MiB pages: hugetlbfs).
 inline constexpr uint32_t kCapHugePages = 2;
+// Both: page answers travel on a second connection of their own (postcopy-preempt).
+inline constexpr uint32_t kCapUrgentChannel = 4;
 // RamBatch instance: pages pushed by the source (rounds, background stream), or
 // answers to the destination's page requests.
 inline constexpr uint32_t kRamPushed = 0;
@@ -174,8 +177,10 @@ std::vector<uint8_t> encode_page_runs(std::span<const PageRun> runs);
 // Refuses a run that is empty, unaligned, or not inside one RAM region of `mem`.
 Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<const uint8_t> payload);
 
-// The header-ack's payload: the capabilities the destination accepts.
-std::vector<uint8_t> encode_caps(uint32_t caps);
-Result<uint32_t> decode_caps(std::span<const uint8_t> payload);
+// The header-ack's payload: the capabilities the destination accepts, and with
+// kCapUrgentChannel the token the source's second connection must present (its
+// urgent-hello section's payload: the same 8 bytes).
+std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t urgent_token = 0);
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* urgent_token = nullptr);
 
 }  // namespace ferry

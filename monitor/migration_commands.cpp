@@ -133,6 +133,8 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                                    caps.postcopy_blocktime = on;
                                } else if (name == "x-postcopy-auto") {
                                    caps.postcopy_auto = on;
+                               } else if (name == "postcopy-preempt") {
+                                   caps.postcopy_preempt = on;
                                } else {
                                    return qmp_error(fmt::format("Parameter 'capability' does not accept value '{}'", name));
                                }
@@ -148,7 +150,8 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                            return nlohmann::json::array({{{"capability", "events"}, {"state", caps.events}},
                                                          {{"capability", "postcopy-ram"}, {"state", caps.postcopy_ram}},
                                                          {{"capability", "postcopy-blocktime"}, {"state", caps.postcopy_blocktime}},
-                                                         {{"capability", "x-postcopy-auto"}, {"state", caps.postcopy_auto}}});
+                                                         {{"capability", "x-postcopy-auto"}, {"state", caps.postcopy_auto}},
+                                                         {{"capability", "postcopy-preempt"}, {"state", caps.postcopy_preempt}}});
                        }});
         !ok)
         return ok;

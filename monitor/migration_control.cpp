@@ -117,6 +117,7 @@ MigrationParams MigrationControl::outgoing_params() const {
     MigrationParams p = params_;
     p.postcopy = caps_.postcopy_ram;
     p.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
+    p.postcopy_preempt = caps_.postcopy_ram && caps_.postcopy_preempt;
     return p;
 }
 

@@ -30,6 +30,7 @@ struct MigrationCapabilities {
     bool postcopy_ram = false;        // may switch to postcopy (QEMU's "postcopy-ram")
     bool postcopy_blocktime = false;  // report blocktime (QEMU's; ferry always measures it)
     bool postcopy_auto = false;       // ferry's "x-postcopy-auto": hybrid, switch by itself
+    bool postcopy_preempt = false;    // QEMU's "postcopy-preempt": answers on a second connection
 };
 
 class MigrationControl {

@@ -215,7 +215,7 @@ def start_pair(kind, mem_mb, cmdline, tmp):
     return src, dst, src_sock, dst_sock, port
 
 
-def one_migration(kind, mem_mb, cmdline, mode="precopy", max_bandwidth=None, after_ticks=3):
+def one_migration(kind, mem_mb, cmdline, mode="precopy", max_bandwidth=None, after_ticks=3, preempt=False):
     tmp = tempfile.mkdtemp(prefix=f"ferry-bench-mig-{kind}-")
     src = dst = qs = qd = None
     try:
@@ -240,6 +240,8 @@ def one_migration(kind, mem_mb, cmdline, mode="precopy", max_bandwidth=None, aft
             caps = [{"capability": "postcopy-ram", "state": True}]
             if kind == "ferry" and mode == "hybrid":
                 caps.append({"capability": "x-postcopy-auto", "state": True})
+            if kind == "ferry" and preempt:
+                caps.append({"capability": "postcopy-preempt", "state": True})
             qs.cmd("migrate-set-capabilities", {"capabilities": caps})
             if kind == "qemu":  # QEMU wants it on the destination too
                 qd.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "postcopy-ram", "state": True},
@@ -467,6 +469,9 @@ def main():
     ap.add_argument("--throughput-wss", default="3G", help="populated working set of the throughput case")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--preempt", action="store_true",
+                    help="postcopy/hybrid: ferry sends page answers on a second connection (postcopy-preempt) "
+                         "instead of between small background batches on one")
     ap.add_argument("--json", default=os.path.join(vmm.ROOT, "bench", "results", "migration.json"))
     args = ap.parse_args()
 
@@ -514,7 +519,7 @@ def run_all(args, binary, commit, load_start):
         for r in range(args.runs):
             for kind in kinds:
                 print(f"{name}: {kind} run {r + 1}/{args.runs} ...", end=" ", flush=True)
-                res = one_migration(kind, mem, cmdline, args.mode, args.max_bandwidth)
+                res = one_migration(kind, mem, cmdline, args.mode, args.max_bandwidth, preempt=args.preempt)
                 case["results"][kind]["runs"].append(res)
                 print(f"total {res['total_ms']} ms, downtime {res['downtime_ms']} ms, "
                       f"stall {res['stall_max_us'] / 1000:.1f} ms (dst first {res['stall_dst_first_us'] / 1000:.1f}, "
@@ -534,7 +539,7 @@ def run_all(args, binary, commit, load_start):
         cases.append(case)
 
     print()
-    print(f"{args.mode} over loopback TCP, downtime-limit {DOWNTIME_LIMIT_MS} ms, "
+    print(f"{args.mode}{' (ferry: postcopy-preempt)' if args.preempt else ''} over loopback TCP, downtime-limit {DOWNTIME_LIMIT_MS} ms, "
           f"{'max-bandwidth ' + str(args.max_bandwidth) + ' B/s' if args.max_bandwidth else 'no bandwidth cap'}; "
           f"{args.runs} runs each: median (min-max); workload mode={args.workload}")
     print_table(cases)
@@ -591,6 +596,7 @@ def run_all(args, binary, commit, load_start):
     summary = {
         "runs": args.runs,
         "mode": args.mode,
+        "ferry_postcopy_preempt": args.preempt,
         "workload": args.workload,
         "downtime_limit_ms": DOWNTIME_LIMIT_MS,
         "qemu_max_bandwidth": QEMU_NO_CAP,

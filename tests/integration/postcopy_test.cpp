@@ -179,6 +179,36 @@ TEST_CASE("postcopy into memfd and hugetlbfs RAM: the guest runs at once and fau
     }
 }
 
+TEST_CASE("postcopy-preempt: answers travel on a second connection", "[kvm][migration][postcopy]") {
+    SECTION("a running guest, 2 vCPUs") {
+        auto q = sock("pc-pre-src");
+        auto dq = sock("pc-pre-dst");
+        auto src = source(q, "128M", 2, "mode=dirty wss=32M rate=8M cpus=2");
+        REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+        Process* dst = nullptr;
+        std::unique_ptr<Process> holder;
+        migrate_and_check(*src, q, "128M", 2, dst, holder, dq, {"--mode", "postcopy", "--postcopy-preempt"});
+        check_latency(dq);
+        dst->signal(SIGTERM);
+        CHECK(dst->wait_exit(30s) == 0);
+    }
+    SECTION("hugetlbfs RAM: whole 2 MiB pages on both connections") {
+        HostSetting nr("/proc/sys/vm/nr_hugepages");
+        reserve_huge_pages(nr, 128);
+        auto q = sock("pc-pre-src-huge");
+        auto dq = sock("pc-pre-dst-huge");
+        auto src = source(q, "128M", 1, "mode=dirty wss=32M rate=8M");
+        REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+        Process* dst = nullptr;
+        std::unique_ptr<Process> holder;
+        migrate_and_check(*src, q, "128M", 1, dst, holder, dq, {"--mode", "postcopy", "--postcopy-preempt"},
+                          {"--memory-backend", "hugetlbfs"});
+        check_latency(dq);
+        dst->signal(SIGTERM);
+        CHECK(dst->wait_exit(30s) == 0);
+    }
+}
+
 TEST_CASE("hybrid: a migration precopy alone cannot finish completes by switching to postcopy", "[kvm][migration][postcopy]") {
     auto q = sock("hy-src");
     auto dq = sock("hy-dst");

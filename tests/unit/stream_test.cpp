@@ -248,4 +248,10 @@ TEST_CASE("page lists and capabilities decode only what is inside guest RAM", "[
     CHECK(*decode_caps(encode_caps(kCapPostcopy)) == kCapPostcopy);
     CHECK(*decode_caps({}) == 0);
     CHECK_FALSE(decode_caps(std::vector<uint8_t>{1, 2}));
+    uint64_t token = 0;
+    CHECK(*decode_caps(encode_caps(kCapPostcopy | kCapUrgentChannel, 0x1122334455667788ull), &token) == (kCapPostcopy | kCapUrgentChannel));
+    CHECK(token == 0x1122334455667788ull);
+    auto cut = encode_caps(kCapUrgentChannel, 1);
+    cut.resize(8);
+    CHECK_FALSE(decode_caps(cut));  // the token cut short
 }
