@@ -32,7 +32,7 @@ uint64_t thp_bytes(const GuestMemory& mem) {
 
 PostcopyIncoming::PostcopyIncoming(Machine& m, Channel& ch, Userfault uffd, const PageIndex& index, AtomicBitmap& received)
     : m_(m), ch_(ch), uffd_(std::move(uffd)), stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), index_(index), received_(received),
-      requested_(index.total()), received_count_(received.count()),
+      requested_(index.total()), lazy_zero_(index.total()), received_count_(received.count()),
       unit_(m.config().backend == Backend::Hugetlbfs ? kHugePageSize / kPageSize : 1) {}
 
 PostcopyIncoming::~PostcopyIncoming() { abort(); }
@@ -129,6 +129,15 @@ void PostcopyIncoming::fault_loop() {
                 }
                 if (!page) continue;
                 stats_.faults++;
+                if (lazy_zero_.test(*page)) {  // known to be zero: served here, no request
+                    auto placed = uffd_.zeropage(unit_host, kPageSize);
+                    if (!placed && placed.error().err == EEXIST) (void)uffd_.wake(unit_host, kPageSize);
+                    lazy_zero_.clear(*page);
+                    stats_.local_zero++;
+                    auto lat = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - now).count();
+                    stats_.latencies_us.push_back(static_cast<uint32_t>(lat));
+                    continue;
+                }
                 if (received_.test(*page)) {
                     (void)uffd_.wake(unit_host, unit_pages * kPageSize);  // placed meanwhile
                     continue;
@@ -209,12 +218,34 @@ Result<void> PostcopyIncoming::stage(const DecodedPage& p, uint64_t page) {
     return {};
 }
 
+// A run of zero pages: those a fault waits for are placed now (UFFDIO_ZEROPAGE); the
+// others are only noted (lazy zero): the fault thread places one if the guest touches
+// it, and whatever is never touched needs nothing, since a page still missing when
+// userfaultfd lets go of guest RAM reads as zero. Most of a large guest is zero: placing
+// it all would hold up the pages behind it in the stream.
 Result<void> PostcopyIncoming::end_batch() {
     if (!zero_run_pages_) return {};
-    uint64_t n = zero_run_pages_;
+    uint64_t first = zero_run_first_, n = zero_run_pages_;
+    uint8_t* host = zero_run_host_;
     zero_run_pages_ = 0;
-    if (auto ok = uffd_.zeropage(zero_run_host_, n * kPageSize); !ok) return ok;
-    mark_placed(zero_run_first_, n);
+    std::vector<std::pair<uint64_t, uint64_t>> now;  // (offset, pages) in the run
+    {
+        std::lock_guard lock(mu_);  // decided against the fault thread's view
+        for (uint64_t i = 0; i < n; ++i) {
+            if (requested_.test(first + i)) {
+                if (!now.empty() && now.back().first + now.back().second == i) ++now.back().second;
+                else now.emplace_back(i, 1);
+                continue;
+            }
+            lazy_zero_.set(first + i);
+            received_.set(first + i);
+            ++received_count_;
+        }
+    }
+    for (auto [off, len] : now) {
+        if (auto ok = uffd_.zeropage(host + off * kPageSize, len * kPageSize); !ok) return ok;
+        mark_placed(first + off, len);
+    }
     return {};
 }
 

@@ -83,6 +83,7 @@ private:
     const PageIndex& index_;
     AtomicBitmap& received_;
     AtomicBitmap requested_;
+    AtomicBitmap lazy_zero_;       // zero pages noted but not placed (end_batch)
     uint64_t received_count_ = 0;  // the receiving thread's own count
     uint64_t unit_ = 1;
     std::vector<Staged> staged_;

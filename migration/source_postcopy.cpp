@@ -278,7 +278,7 @@ Result<void> MigrationSource::serve_postcopy() {
             auto [first, n] = unit_of(*page);
             if (auto ok = add_unit(batch, *page, kRamPushed, pushed, *ch_); !ok) return ok;
             cursor.jump(first + n);
-            if (n > 1) break;
+            if (n > 1 || pushed > 0) break;  // a whole 2 MiB page, or a full batch went out: look for requests
         }
         if (auto ok = send_pages(batch, kRamPushed, *ch_); !ok) return ok;
     }

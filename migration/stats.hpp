@@ -37,6 +37,7 @@ struct FaultSample {
 struct PostcopyFaultStats {
     uint64_t faults = 0;         // fault events read from the userfaultfd
     uint64_t requests = 0;       // pages asked of the source
+    uint64_t local_zero = 0;     // faults on pages known to be zero, served without asking
     uint64_t blocktime_ms = 0;   // time during which every vCPU waited on a fault
     std::vector<uint64_t> vcpu_blocktime_ms;
     std::vector<uint32_t> latencies_us;  // fault -> page placed, one per faulted page

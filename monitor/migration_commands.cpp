@@ -37,6 +37,7 @@ nlohmann::json latency_json(const PostcopyFaultStats& f) {
                      {"series-fields", {"at-us", "gpa", "latency-us"}},
                      {"series", series},
                      {"series-truncated", f.series.size() < lat.size()}};
+    j["zero-served-locally"] = f.local_zero;
     if (f.thp_before_bytes) j["thp-before-collapse-bytes"] = *f.thp_before_bytes;
     if (f.thp_after_bytes) j["thp-after-collapse-bytes"] = *f.thp_after_bytes;
     return j;
