@@ -105,7 +105,10 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
                                                              exit_status = 0;
                                                              loop->stop();
                                                          },
-                                                         [&]() -> nlohmann::json { return postcopy_memory_figures(migration_ptr); }});
+                                                         [&]() -> nlohmann::json { return postcopy_memory_figures(migration_ptr); },
+                                                         [&]() -> std::optional<std::string> {
+                                                             return migration_ptr ? migration_ptr->owner() : std::nullopt;
+                                                         }});
         if (!added) {
             errorln(added.error().message());
             return kExitError;

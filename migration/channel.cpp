@@ -75,6 +75,13 @@ void advance_iov(iovec*& iov, int& count, size_t n) {
 void tune(int fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    int idle = 5, intvl = 2, cnt = 3;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    unsigned user_timeout_ms = 20000;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
     int buf = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
@@ -125,6 +132,19 @@ Result<void> Channel::set_receive_buffer(uint32_t bytes) {
     return {};
 }
 
+namespace {
+Result<void> set_timeout(int fd, int opt, std::chrono::milliseconds t, const char* name) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(t.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
+    if (::setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv)) != 0) return fail_errno(Domain::Migration, name);
+    return {};
+}
+}  // namespace
+
+Result<void> Channel::set_send_timeout(std::chrono::milliseconds t) { return set_timeout(fd_.get(), SO_SNDTIMEO, t, "SO_SNDTIMEO"); }
+Result<void> Channel::set_receive_timeout(std::chrono::milliseconds t) { return set_timeout(fd_.get(), SO_RCVTIMEO, t, "SO_RCVTIMEO"); }
+
 Result<void> Channel::set_unsent_limit(uint32_t bytes) {
     int v = static_cast<int>(bytes);
     if (::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) != 0)
@@ -146,6 +166,8 @@ Result<void> Channel::send_iov(iovec* iov, int count) {
         ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);  // a dead peer is an error, not SIGPIPE
         if (n < 0) {
             if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return fail(Domain::Migration, "sending the migration stream: timed out (the peer reads nothing)");
             return fail_errno(Domain::Migration, "sending the migration stream");
         }
         *sent_ += static_cast<uint64_t>(n);
@@ -159,6 +181,8 @@ Result<void> Channel::recv_exact(std::span<uint8_t> out) {
     while (done < out.size()) {
         ssize_t n = ::recv(fd_.get(), out.data() + done, out.size() - done, 0);
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return fail(Domain::Migration, "receiving the migration stream: timed out (the peer sends nothing)");
         if (n < 0) return fail_errno(Domain::Migration, "receiving the migration stream");
         if (n == 0) return fail(Domain::Migration, "the migration peer closed the connection");
         done += static_cast<size_t>(n);
@@ -170,6 +194,8 @@ Result<void> Channel::recv_iov(iovec* iov, int count) {
     while (count > 0) {
         ssize_t n = ::readv(fd_.get(), iov, std::min(count, IOV_MAX));
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return fail(Domain::Migration, "receiving the migration stream: timed out (the peer sends nothing)");
         if (n < 0) return fail_errno(Domain::Migration, "receiving the migration stream");
         if (n == 0) return fail(Domain::Migration, "the migration peer closed the connection");
         advance_iov(iov, count, static_cast<size_t>(n));
@@ -236,6 +262,14 @@ Result<Channel> Listener::accept(std::optional<std::chrono::milliseconds> timeou
     }
 }
 
-void Listener::cancel() { ::shutdown(fd_.get(), SHUT_RDWR); }
+void Listener::cancel() {
+    std::lock_guard lock(*mu_);
+    if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+void Listener::close() {
+    std::lock_guard lock(*mu_);
+    fd_.reset();
+}
 
 }  // namespace ferry

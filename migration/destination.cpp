@@ -24,13 +24,16 @@ uint64_t realtime_ns() {
 constexpr uint64_t kMaxTscCatchUpNs = 3600ull * 1000000000ull;
 constexpr uint32_t kPostcopyReceiveBuffer = 256 * 1024;
 constexpr auto kUrgentChannelWait = std::chrono::seconds(10);
+constexpr auto kHeaderWait = std::chrono::seconds(5);
 }  // namespace
 
 Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machine& machine, const TcpAddress& addr,
-                                                                           StatusFn on_status, bool start_paused) {
+                                                                           StatusFn on_status, bool start_paused,
+                                                                           MigrationTimeouts timeouts) {
     auto l = Listener::listen(addr);
     if (!l) return std::unexpected(l.error());
-    return std::unique_ptr<MigrationDestination>(new MigrationDestination(machine, std::move(*l), std::move(on_status), start_paused));
+    return std::unique_ptr<MigrationDestination>(
+        new MigrationDestination(machine, std::move(*l), std::move(on_status), start_paused, timeouts));
 }
 
 MigrationDestination::~MigrationDestination() {
@@ -94,10 +97,9 @@ void MigrationDestination::run() {
     phase_ = Phase::Failed;
     urgent_stop_ = true;
     if (urgent_thread_.joinable()) urgent_thread_.join();
-    {
-        std::lock_guard lock(ch_mu_);
-        if (ch_) (void)send_error(*ch_, result.error().message());  // best effort
-    }
+    // Best effort and bounded, without the lock (only this thread replaces ch_). After
+    // Go the source needs to know whether the guest ever started here.
+    if (ch_) (void)send_error(*ch_, result.error().message(), started_ ? kErrorFailed : kErrorGuestNotStarted);
     if (failed_in == Phase::Postcopy) {
         // Guest RAM is incomplete here: the guest must not run on. Park the vCPUs,
         // then release whatever waits on a page.
@@ -112,16 +114,43 @@ void MigrationDestination::run() {
     set_status(cancel_ ? MigrationStatus::Cancelled : MigrationStatus::Failed);
 }
 
-Result<void> MigrationDestination::receive() {
-    auto ch = listener_.accept();
-    if (!ch) return std::unexpected(ch.error());
-    {
-        std::lock_guard lock(ch_mu_);
-        ch_ = std::make_unique<Channel>(std::move(*ch));
+// Accepts connections until one opens with a valid migration header within
+// kHeaderWait: junk and idle connections are dropped and told only "refused". Once
+// the source is in (and its second connection, with postcopy-preempt), the listener
+// closes: a further connection is refused by TCP itself.
+Result<StreamHeader> MigrationDestination::accept_source() {
+    auto log = logger("mig");
+    for (;;) {
+        auto ch = listener_.accept();
+        if (!ch) return std::unexpected(ch.error());
+        (void)ch->set_receive_timeout(kHeaderWait);
+        {
+            std::lock_guard lock(ch_mu_);
+            ch_ = std::make_unique<Channel>(std::move(*ch));
+            if (cancel_) return fail(Domain::Migration, "cancelled");
+        }
+        auto hs = expect_section(*ch_, SectionKind::Header);
+        Result<StreamHeader> h = hs ? decode_header(hs->payload) : std::unexpected(hs.error());
+        if (h) {
+            (void)ch_->set_receive_timeout(timeouts_.stall);
+            (void)ch_->set_send_timeout(timeouts_.stall);
+            return h;
+        }
         if (cancel_) return fail(Domain::Migration, "cancelled");
+        log->warn("dropped a connection that opened with no valid migration header within {} s: {}",
+                  std::chrono::duration_cast<std::chrono::seconds>(kHeaderWait).count(), h.error().message());
+        (void)send_error(*ch_, "refused", kErrorFailed, std::chrono::milliseconds(500));
+        std::lock_guard lock(ch_mu_);
+        ch_.reset();
     }
+}
+
+Result<void> MigrationDestination::receive() {
+    auto theirs = accept_source();
+    if (!theirs) return std::unexpected(theirs.error());
     if (on_status_) on_status_(MigrationStatus::Setup);
-    if (auto ok = accept_header(); !ok) return ok;
+    if (auto ok = accept_header(*theirs); !ok) return ok;
+    listener_.close();
 
     phase_ = Phase::Precopy;
     Section section{};
@@ -142,11 +171,8 @@ Result<void> MigrationDestination::receive() {
     return receive_postcopy();
 }
 
-Result<void> MigrationDestination::accept_header() {
-    auto hs = expect_section(*ch_, SectionKind::Header);
-    if (!hs) return std::unexpected(hs.error());
-    auto theirs = decode_header(hs->payload);
-    if (!theirs) return std::unexpected(theirs.error());
+Result<void> MigrationDestination::accept_header(const StreamHeader& header) {
+    const StreamHeader* theirs = &header;
     StreamHeader ours;
     ours.cpus = static_cast<uint32_t>(m_.vcpu_count());
     ours.tsc_khz = m_.tsc_khz();
@@ -191,16 +217,25 @@ Result<void> MigrationDestination::accept_header() {
 // The source's second connection (postcopy-preempt), which carries only answers to
 // page requests. It must come at once and present the token of this migration's ack.
 Result<void> MigrationDestination::accept_urgent_channel(uint64_t token) {
-    auto ch = listener_.accept(kUrgentChannelWait);
-    if (!ch) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + ch.error().message());
-    auto hello = expect_section(*ch, SectionKind::UrgentHello);
-    if (!hello) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + hello.error().message());
-    if (hello->payload.size() != sizeof(token) || std::memcmp(hello->payload.data(), &token, sizeof(token)) != 0)
-        return fail(Domain::Migration, "refusing a second migration connection that does not belong to this migration");
-    std::lock_guard lock(ch_mu_);
-    urgent_ = std::make_unique<Channel>(std::move(*ch));
-    if (cancel_) return fail(Domain::Migration, "cancelled");
-    return {};
+    auto deadline = std::chrono::steady_clock::now() + kUrgentChannelWait;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection did not come");
+        auto ch = listener_.accept(left);
+        if (!ch) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + ch.error().message());
+        (void)ch->set_receive_timeout(kHeaderWait);
+        auto hello = expect_section(*ch, SectionKind::UrgentHello);
+        if (hello && hello->payload.size() == sizeof(token) && std::memcmp(hello->payload.data(), &token, sizeof(token)) == 0) {
+            (void)ch->set_receive_timeout(std::chrono::milliseconds(0));
+            std::lock_guard lock(ch_mu_);
+            urgent_ = std::make_unique<Channel>(std::move(*ch));
+            if (cancel_) return fail(Domain::Migration, "cancelled");
+            return {};
+        }
+        if (cancel_) return fail(Domain::Migration, "cancelled");
+        logger("mig")->warn("dropped a connection that did not present this migration's token");
+        (void)send_error(*ch, "refused", kErrorFailed, std::chrono::milliseconds(500));
+    }
 }
 
 // A RAM batch before the switch: copied in, and recorded as received.
@@ -328,6 +363,10 @@ Result<void> MigrationDestination::switch_over() {
                                                   std::chrono::steady_clock::now() - t0).count());
     if (auto ok = send_section(*ch_, SectionKind::Ready, 0, std::span<const uint8_t>()); !ok) return ok;
     if (auto go = expect_section(*ch_, SectionKind::Go); !go) return std::unexpected(go.error());
+    // Tests: a destination that cannot start the guest after Go (the source must learn
+    // that it never ran here, and resume it).
+    if (const char* t = std::getenv("FERRY_TEST_FAIL_START"); t && std::strcmp(t, "1") == 0)
+        return fail(Domain::Migration, "cannot start the guest (FERRY_TEST_FAIL_START=1)");
     auto t1 = std::chrono::steady_clock::now();
     if (postcopy_in_) {
         phase_ = Phase::Postcopy;  // from here a failure stops the guest
@@ -339,6 +378,7 @@ Result<void> MigrationDestination::switch_over() {
         else urgent_thread_ = std::thread([this] { urgent_loop(); });
     }
     if (auto ok = start_paused_ ? m_.start_paused() : m_.start(); !ok) return ok;
+    started_ = true;
     logger("mig")->info("start took {} us", std::chrono::duration_cast<std::chrono::microseconds>(
                                                 std::chrono::steady_clock::now() - t1).count());
     (void)send_section(*ch_, SectionKind::Resumed, 0, std::span<const uint8_t>());

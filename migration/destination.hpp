@@ -45,7 +45,7 @@ public:
     // Binds the listening socket now, so the port is open when this returns.
     // start_paused: on Go the guest is left paused (QMP cont starts it).
     static Result<std::unique_ptr<MigrationDestination>> listen(Machine& machine, const TcpAddress& addr, StatusFn on_status,
-                                                                bool start_paused = false);
+                                                                bool start_paused = false, MigrationTimeouts timeouts = {});
     MigrationDestination(const MigrationDestination&) = delete;
     MigrationDestination& operator=(const MigrationDestination&) = delete;
     ~MigrationDestination();
@@ -61,11 +61,12 @@ public:
     static const char* phase_name(Phase p);
 
 private:
-    MigrationDestination(Machine& m, Listener l, StatusFn f, bool paused)
-        : m_(m), listener_(std::move(l)), on_status_(std::move(f)), start_paused_(paused) {}
+    MigrationDestination(Machine& m, Listener l, StatusFn f, bool paused, MigrationTimeouts t)
+        : m_(m), listener_(std::move(l)), on_status_(std::move(f)), start_paused_(paused), timeouts_(t) {}
     void run();
     Result<void> receive();
-    Result<void> accept_header();
+    Result<StreamHeader> accept_source();
+    Result<void> accept_header(const StreamHeader& theirs);
     Result<void> on_precopy(Section& s);
     Result<void> on_device(Section& s, bool& done);
     Result<void> switch_over();
@@ -97,6 +98,8 @@ private:
     std::optional<VmState> vm_;
     std::vector<uint8_t> devices_;
     bool start_paused_ = false;
+    MigrationTimeouts timeouts_;
+    std::atomic<bool> started_{false};  // the guest's vCPUs were started here
     Phase phase_ = Phase::Setup;
     bool postcopy_ = false;                 // accepted in the header
     std::optional<Userfault> uffd_;         // opened at the header, used at the switch

@@ -46,6 +46,7 @@ void ReturnPath::run() {
                 break;
             }
             case SectionKind::Error:
+                ev_.not_started = s.instance == kErrorGuestNotStarted;
                 lock.unlock();
                 broke("the destination reported: " + error_reason(s));
                 return;

@@ -15,8 +15,6 @@ namespace ferry {
 
 namespace {
 constexpr uint32_t kClearChunkPages = 1024;  // 4 MiB: cleared just before it is read
-constexpr auto kConnectTimeout = std::chrono::seconds(10);
-constexpr auto kReplyTimeout = std::chrono::seconds(60);
 
 uint64_t realtime_ns() {
     timespec ts{};
@@ -85,26 +83,36 @@ void MigrationSource::run() {
         set_status(MigrationStatus::Completed);
         return;
     }
-    // Failed or cancelled before the destination took over: tell the destination why
-    // (best effort), drop the connection, and the source runs on.
-    {
-        std::lock_guard lock(ch_mu_);
-        if (ch_) (void)send_error(*ch_, cancelled() ? "the source cancelled the migration" : result.error().message());
-    }
+    // Failed or cancelled: tell the destination why (best effort, bounded; no lock held:
+    // only this thread replaces ch_, and cancel() may shut it down meanwhile), drop the
+    // connection, and decide by what the destination confirmed.
+    auto ev = back_ ? back_->events() : ReturnPath::Events{};
+    if (ch_) (void)send_error(*ch_, cancelled() ? "the source cancelled the migration" : result.error().message());
     close_channel();
-    if (past_go_) {
-        // The destination may have run the guest: resuming here could fork it. The
-        // source keeps the only complete copy of RAM, paused.
+    std::string outcome;
+    if (!past_go_) {
+        m_.end_migration_pause(we_paused_);  // the guest never left: it runs on as it was
+    } else if (ev.not_started) {
+        // The destination says it never started the guest: this is the only copy.
+        m_.end_migration_pause(we_paused_);
+        outcome = we_paused_ ? "; the destination did not start the guest, so it runs here again"
+                             : "; the destination did not start the guest; it stays here (paused, as it was)";
+    } else if (ev.resumed_at) {
+        // The destination ran the guest: resuming here would fork it.
         m_.set_postmigrate();
-        log->error("migration to {} failed after the switch-over: {}; the guest stays paused here", to_.text(),
-                   result.error().message());
-    } else if (we_paused_) {
-        m_.resume();
+        outcome = "; the guest ran on the destination, so it stays stopped here (postmigrate)";
+    } else {
+        // Unknown: the destination may or may not run the guest. Keep it paused and
+        // intact, and leave the decision to the operator.
+        m_.end_migration_pause(false);
+        outcome = "; whether the destination runs the guest is unknown: it is paused here, intact. If it does not "
+                  "run on the destination, resume it here with QMP cont";
     }
+    if (past_go_) log->error("migration to {} failed after the switch-over: {}{}", to_.text(), result.error().message(), outcome);
     bool was_cancel = cancelled() && !past_go_;
     stats_.update([&](MigrationStats& s) {
         s.total_time_ms = ms_between(start_, end);
-        s.error = was_cancel ? "cancelled" : result.error().message();
+        s.error = was_cancel ? "cancelled" : result.error().message() + outcome;
     });
     if (!was_cancel) log->warn("migration to {} failed: {}", to_.text(), result.error().message());
     set_status(was_cancel ? MigrationStatus::Cancelled : MigrationStatus::Failed);
@@ -112,7 +120,8 @@ void MigrationSource::run() {
 
 Result<void> MigrationSource::migrate() {
     // Setup: connect and agree on the guest's shape.
-    auto ch = Channel::connect(to_, kConnectTimeout);
+    const MigrationTimeouts limits = params().timeouts;
+    auto ch = Channel::connect(to_, limits.setup);
     if (!ch) return std::unexpected(ch.error());
     {
         std::lock_guard lock(ch_mu_);
@@ -126,9 +135,14 @@ Result<void> MigrationSource::migrate() {
     hdr.cpuid = m_.guest_cpuid().entries();
     const MigrationParams start_params = params();
     if (start_params.postcopy) hdr.caps |= kCapPostcopy | kCapHugePages | (start_params.postcopy_preempt ? kCapUrgentChannel : 0);
+    (void)ch_->set_send_timeout(limits.stall);
+    (void)ch_->set_receive_timeout(limits.setup);
     if (auto ok = send_section(*ch_, SectionKind::Header, 0, encode_header(hdr)); !ok) return ok;
     auto ack = expect_section(*ch_, SectionKind::HeaderAck);
     if (!ack) return std::unexpected(ack.error());
+    // From here the reader thread waits on the destination, which may be silent for a
+    // whole round: dead peers are found by keepalive and TCP_USER_TIMEOUT.
+    (void)ch_->set_receive_timeout(std::chrono::milliseconds(0));
     uint64_t token = 0;
     auto caps = decode_caps(ack->payload, &token);
     if (!caps) return std::unexpected(caps.error());
@@ -200,8 +214,7 @@ Result<void> MigrationSource::migrate() {
 Result<void> MigrationSource::stop_and_copy(std::vector<std::vector<uint64_t>>& dirty) {
     set_status(MigrationStatus::Device);
     paused_at_ = Clock::now();
-    we_paused_ = m_.run_state() == RunState::Running;
-    m_.pause();
+    we_paused_ = m_.pause_for_migration();
     auto t_paused = Clock::now();
     if (auto ok = dirty_->sync(dirty); !ok) return ok;
     if (auto ok = send_round(dirty, false, true); !ok) return ok;
@@ -209,13 +222,17 @@ Result<void> MigrationSource::stop_and_copy(std::vector<std::vector<uint64_t>>& 
     if (auto ok = send_state(); !ok) return ok;
     auto t_state = Clock::now();
     if (auto ok = wait_ready_and_go(); !ok) return ok;
-    auto resumed = back_->wait([](const ReturnPath::Events& e) { return e.resumed_at.has_value(); }, kReplyTimeout);
+    auto resumed = back_->wait([](const ReturnPath::Events& e) { return e.resumed_at.has_value(); }, params().timeouts.switchover);
     auto resumed_at = resumed && resumed->resumed_at ? *resumed->resumed_at : Clock::now();
     auto us = [](auto a, auto b) { return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count(); };
     logger("mig")->info("downtime: pause {} us, last round {} us, state {} us, ready+go+resumed {} us", us(paused_at_, t_paused),
                         us(t_paused, t_final), us(t_final, t_state), us(t_state, resumed_at));
-    if (!resumed || !resumed->resumed_at)
-        logger("mig")->warn("no resume confirmation from the destination: {}", resumed ? resumed->error : "timed out");
+    // Done only once the destination says the guest runs there.
+    if (!resumed || !resumed->resumed_at) {
+        if (resumed && resumed->not_started) return fail(Domain::Migration, "the destination did not start the guest: " + resumed->error);
+        return fail(Domain::Migration, "the destination did not confirm that the guest runs there: " +
+                                           (resumed ? resumed->error : std::string("no answer in time")));
+    }
     stats_.update([&](MigrationStats& s) {
         s.downtime_ms = ms_between(paused_at_, resumed_at);
         s.ram_remaining = 0;
@@ -226,7 +243,7 @@ Result<void> MigrationSource::stop_and_copy(std::vector<std::vector<uint64_t>>& 
 
 // Waits for the destination to have loaded the state, then hands the guest over.
 Result<void> MigrationSource::wait_ready_and_go() {
-    auto ready = back_->wait([](const ReturnPath::Events& e) { return e.ready; }, kReplyTimeout);
+    auto ready = back_->wait([](const ReturnPath::Events& e) { return e.ready; }, params().timeouts.switchover);
     if (!ready) return fail(Domain::Migration, "the destination did not confirm the state in time");
     if (!ready->error.empty()) return fail(Domain::Migration, ready->error);
     if (cancelled()) return fail(Domain::Migration, "cancelled");
@@ -303,7 +320,7 @@ Result<void> MigrationSource::send_round(std::vector<std::vector<uint64_t>>& dir
 // throughput counts end to end and no backlog is left to drain inside the downtime.
 Result<void> MigrationSource::sync_with_destination(uint32_t round) {
     if (auto ok = send_section(*ch_, SectionKind::Sync, round, std::span<const uint8_t>()); !ok) return ok;
-    auto ack = back_->wait([&](const ReturnPath::Events& e) { return e.sync_acks > round; }, kReplyTimeout);
+    auto ack = back_->wait([&](const ReturnPath::Events& e) { return e.sync_acks > round; }, params().timeouts.stall);
     if (!ack) return fail(Domain::Migration, "the destination stopped answering");
     if (!ack->error.empty()) return fail(Domain::Migration, ack->error);
     auto secs = std::chrono::duration<double>(Clock::now() - round_start_).count();

@@ -14,22 +14,19 @@
 namespace ferry {
 
 namespace {
-constexpr auto kReplyTimeout = std::chrono::seconds(60);
 // Background batches are small so that a request waits behind little: 16 pages.
 constexpr uint32_t kBackgroundPages = 16;
 // And little may queue in the socket unsent (TCP_NOTSENT_LOWAT).
 constexpr uint32_t kUnsentLimit = 128 * 1024;
 // How long the destination may take to confirm the last page.
 constexpr auto kDoneTimeout = std::chrono::seconds(120);
-constexpr auto kUrgentConnectTimeout = std::chrono::seconds(10);
 
 }  // namespace
 
 Result<void> MigrationSource::switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty) {
     set_status(MigrationStatus::Device);
     paused_at_ = std::chrono::steady_clock::now();
-    we_paused_ = m_.run_state() == RunState::Running;
-    m_.pause();
+    we_paused_ = m_.pause_for_migration();
     // Everything dirtied since it was sent must come again: the destination drops it
     // and faults on it.
     if (auto ok = dirty_->sync(dirty); !ok) return ok;
@@ -104,7 +101,7 @@ Result<void> MigrationSource::add_unit(PostcopyBatch& b, uint64_t page, uint32_t
 }
 
 Result<void> MigrationSource::connect_urgent_channel(uint64_t token) {
-    auto ch = Channel::connect(to_, kUrgentConnectTimeout);
+    auto ch = Channel::connect(to_, params().timeouts.setup);
     if (!ch) return fail(Domain::Migration, "the second (postcopy-preempt) connection: " + ch.error().message());
     if (auto ok = send_section(*ch, SectionKind::UrgentHello, 0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&token), sizeof(token)));
         !ok)

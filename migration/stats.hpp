@@ -2,6 +2,8 @@
 // migration thread (writer) and the monitor (reader) under a lock.
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -15,6 +17,14 @@ enum class MigrationStatus { None, Setup, Active, Device, PostcopyActive, Comple
 const char* migration_status_name(MigrationStatus s);
 bool migration_finished(MigrationStatus s);
 
+// Bounds on each phase's waits (QMP migrate-set-parameters x-setup-timeout,
+// x-stall-timeout, x-switchover-timeout, in ms; docs/migration-protocol.md).
+struct MigrationTimeouts {
+    std::chrono::milliseconds setup{10000};       // connect, header and its ack
+    std::chrono::milliseconds stall{60000};       // a send or receive that makes no progress
+    std::chrono::milliseconds switchover{30000};  // each of ready, go and resumed
+};
+
 struct MigrationParams {
     uint64_t downtime_limit_ms = 300;  // QEMU's default
     uint64_t max_bandwidth = 0;        // bytes/s; 0 = no cap
@@ -23,6 +33,7 @@ struct MigrationParams {
     bool postcopy = false;       // postcopy-ram: may switch to postcopy
     bool postcopy_auto = false;  // x-postcopy-auto: switch by itself when precopy does not converge
     bool postcopy_preempt = false;  // postcopy-preempt: page answers on a second connection
+    MigrationTimeouts timeouts;
 };
 
 // One userfault on the postcopy destination: when (since postcopy began), where, and

@@ -141,10 +141,11 @@ std::string error_reason(const Section& s) {
     return reason;
 }
 
-Result<void> send_error(Channel& ch, const std::string& reason) {
+Result<void> send_error(Channel& ch, const std::string& reason, uint32_t instance, std::chrono::milliseconds timeout) {
     StateWriter w;
     w.put_string(reason.substr(0, kMaxErrorLen));
-    return send_section(ch, SectionKind::Error, 0, w.bytes());
+    (void)ch.set_send_timeout(timeout);
+    return send_section(ch, SectionKind::Error, instance, w.bytes());
 }
 
 std::vector<uint8_t> encode_header(const StreamHeader& h) {

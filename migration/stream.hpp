@@ -99,7 +99,14 @@ Result<Section> recv_section(Channel& ch);
 Result<void> recv_section_into(Channel& ch, Section& into);
 // Reads one section and insists on its kind (an Error section becomes its reason).
 Result<Section> expect_section(Channel& ch, SectionKind kind);
-Result<void> send_error(Channel& ch, const std::string& reason);
+// Error section instances: a plain failure, or (destination -> source, after Go) one
+// that proves the destination never started the guest, so the source may resume it.
+inline constexpr uint32_t kErrorFailed = 0;
+inline constexpr uint32_t kErrorGuestNotStarted = 1;
+// Best effort and bounded: gives up after `timeout` (a peer that reads nothing must
+// not hold the sender).
+Result<void> send_error(Channel& ch, const std::string& reason, uint32_t instance = kErrorFailed,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(2));
 // The reason an Error section carries.
 std::string error_reason(const Section& s);
 

@@ -63,13 +63,16 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
     std::vector<Command> cmds;
     cmds.push_back({"query-status", {}, [m](const nlohmann::json&, CallContext&) { return query_status(*m); }});
     cmds.push_back({"ferry-query-ram-checksum", {}, [m](const nlohmann::json&, CallContext&) { return query_ram_checksum(*m); }});
-    cmds.push_back({"stop", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+    auto owner = [o = ctx.migration_owner]() -> std::optional<std::string> { return o ? o() : std::nullopt; };
+    cmds.push_back({"stop", {}, [m, emit, owner](const nlohmann::json&, CallContext&) -> QmpResult {
+                        if (auto why = owner()) return qmp_error(*why);
                         if (m->run_state() != RunState::Running) return nlohmann::json::object();  // QEMU: no event
                         m->pause();
                         if (m->run_state() == RunState::Paused) emit("STOP", nullptr);
                         return nlohmann::json::object();
                     }});
-    cmds.push_back({"cont", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+    cmds.push_back({"cont", {}, [m, emit, owner](const nlohmann::json&, CallContext&) -> QmpResult {
+                        if (auto why = owner()) return qmp_error(*why);
                         switch (m->run_state()) {
                             case RunState::Running: return nlohmann::json::object();
                             case RunState::Shutdown: return qmp_error("The guest has shut down; it cannot continue");
@@ -80,12 +83,15 @@ Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ct
                                 return qmp_error("Guest is waiting for an incoming migration");
                             case RunState::PostMigrate:
                                 return qmp_error("The guest has migrated to another host; it cannot continue here");
+                            case RunState::FinishMigrate:
+                                return qmp_error("The guest is being handed over to the migration's destination");
                             case RunState::Paused: m->resume(); break;
                         }
                         if (m->run_state() == RunState::Running) emit("RESUME", nullptr);
                         return nlohmann::json::object();
                     }});
-    cmds.push_back({"system_reset", {}, [m, emit](const nlohmann::json&, CallContext&) -> QmpResult {
+    cmds.push_back({"system_reset", {}, [m, emit, owner](const nlohmann::json&, CallContext&) -> QmpResult {
+                        if (auto why = owner()) return qmp_error(*why);
                         if (auto ok = m->reset(); !ok) return qmp_error(ok.error().message());
                         emit("RESET", host_shutdown_event_data("host-qmp-system-reset"));
                         return nlohmann::json::object();

@@ -36,6 +36,9 @@ struct MachineCommandsContext {
     // Extra members of ferry-query-memory's reply (an incoming postcopy's THP coverage
     // before and after MADV_COLLAPSE); may be empty.
     std::function<nlohmann::json()> memory_extra = {};
+    // While a migration owns the machine: why (cont, stop and system_reset are then
+    // refused with it); nullopt otherwise. May be empty.
+    std::function<std::optional<std::string>()> migration_owner = {};
 };
 
 Result<void> add_machine_commands(CommandTable& table, MachineCommandsContext ctx);

@@ -159,9 +159,21 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
     if (auto ok = add({"migrate-set-parameters",
                        {{"downtime-limit", ArgType::uinteger(), true},
                         {"max-bandwidth", ArgType::uinteger(), true},
-                        {"x-max-rounds", ArgType::uinteger(), true}},
+                        {"x-max-rounds", ArgType::uinteger(), true},
+                        {"x-setup-timeout", ArgType::uinteger(), true},
+                        {"x-stall-timeout", ArgType::uinteger(), true},
+                        {"x-switchover-timeout", ArgType::uinteger(), true}},
                        [c](const nlohmann::json& args, CallContext&) -> QmpResult {
                            MigrationParams p = c->params();
+                           for (auto [name, field] : {std::pair{"x-setup-timeout", &p.timeouts.setup},
+                                                      std::pair{"x-stall-timeout", &p.timeouts.stall},
+                                                      std::pair{"x-switchover-timeout", &p.timeouts.switchover}}) {
+                               if (!args.contains(name)) continue;
+                               uint64_t v = args.at(name).get<uint64_t>();
+                               if (v < 100 || v > 3600000)
+                                   return qmp_error(fmt::format("Parameter '{}' expects milliseconds from 100 to 3600000", name));
+                               *field = std::chrono::milliseconds(v);
+                           }
                            if (args.contains("downtime-limit")) {
                                uint64_t v = args.at("downtime-limit").get<uint64_t>();
                                if (v > 2000000)
@@ -184,7 +196,10 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                            auto p = c->params();
                            return nlohmann::json{{"downtime-limit", p.downtime_limit_ms},
                                                  {"max-bandwidth", p.max_bandwidth},
-                                                 {"x-max-rounds", p.max_rounds}};
+                                                 {"x-max-rounds", p.max_rounds},
+                                                 {"x-setup-timeout", p.timeouts.setup.count()},
+                                                 {"x-stall-timeout", p.timeouts.stall.count()},
+                                                 {"x-switchover-timeout", p.timeouts.switchover.count()}};
                        }});
         !ok)
         return ok;

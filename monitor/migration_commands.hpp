@@ -5,14 +5,17 @@
 //   migrate-set-capabilities {"capabilities": [{"capability", "state"}]}
 //                                   events (MIGRATION events), postcopy-ram (may switch
 //                                   to postcopy), postcopy-blocktime (accepted; ferry
-//                                   always measures it), x-postcopy-auto (ferry's:
+//                                   always measures it), postcopy-preempt (answers on a
+//                                   second connection), x-postcopy-auto (ferry's:
 //                                   hybrid, switch by itself when precopy does not converge)
 //   migrate-start-postcopy          switch the running migration to postcopy
 //   ferry-query-migrate-latency     on a postcopy destination: faults, requests, the
 //                                   fault -> page-placed latency (count, p50/p90/p99/max,
 //                                   log2 histogram) and a time series of faults
 //   migrate-set-parameters {"downtime-limit": ms, "max-bandwidth": bytes/s,
-//                           "x-max-rounds": n (ferry's own: rounds before "not converging", default 30)}
+//                           "x-max-rounds": n (ferry's own: rounds before "not converging", default 30),
+//                           "x-setup-timeout", "x-stall-timeout", "x-switchover-timeout": ms
+//                           (ferry's own bounds on each phase's waits; docs/migration-protocol.md)}
 //   query-migrate-parameters, query-migrate-capabilities
 //   query-migrate                   {} before any migration; else status, total-time,
 //                                   setup-time, downtime, expected-downtime, ram{...},

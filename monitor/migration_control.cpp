@@ -85,7 +85,7 @@ Result<uint16_t> MigrationControl::start_incoming(const std::string& uri) {
         return fail(Domain::Migration, "'-incoming' was not specified on the command line");
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
-    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); }, incoming_paused_);
+    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); }, incoming_paused_, params_.timeouts);
     if (!dest) return std::unexpected(dest.error());
     incoming_ = std::move(*dest);
     incoming_->start();
@@ -101,6 +101,15 @@ Result<void> MigrationControl::start_postcopy() {
     if (!caps_.postcopy_ram) return fail(Domain::Migration, "Enable postcopy with migrate_set_capability before the start of migration");
     outgoing_->start_postcopy();
     return {};
+}
+
+std::optional<std::string> MigrationControl::owner() const {
+    if (outgoing_active())
+        return std::string("A migration is in progress: the guest's run state belongs to it until it ends (migrate_cancel to end it)");
+    auto in = incoming_ ? incoming_->stats().status : MigrationStatus::None;
+    if (in != MigrationStatus::None && in != MigrationStatus::Setup && !migration_finished(in))
+        return std::string("An incoming migration is in progress: the guest's run state belongs to it until every page is here");
+    return std::nullopt;
 }
 
 std::optional<PostcopyFaultStats> MigrationControl::fault_stats() const {

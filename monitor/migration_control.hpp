@@ -65,6 +65,9 @@ public:
     MigrationStats stats() const;
     bool outgoing_active() const;
     bool incoming_pending() const { return incoming_ != nullptr && !incoming_done_; }
+    // Why a migration owns the machine now (QMP cont, stop and system_reset are refused
+    // with this), or nullopt.
+    std::optional<std::string> owner() const;
 
 private:
     MigrationControl(EventLoop& loop, Machine& machine, bool keep_source, EmitFn emit, FinishFn finish, Fd event);

@@ -107,6 +107,7 @@ const char* run_state_name(RunState s) {
         case RunState::PostMigrate: return "postmigrate";
         case RunState::Running: return "running";
         case RunState::Paused: return "paused";
+        case RunState::FinishMigrate: return "finish-migrate";
         case RunState::Shutdown: return "shutdown";
     }
     return "?";
@@ -398,9 +399,30 @@ Result<size_t> Machine::announce(const virtio::AnnounceParams& p, const std::vec
     return nets.size();
 }
 
+bool Machine::pause_for_migration() {
+    std::lock_guard lock(mu_);
+    bool was_running = state_ == RunState::Running;
+    if (was_running) {
+        for (auto& t : threads_) t->pause();
+        for (auto& v : virtio_) v->drain();  // as pause(): nothing in flight when state is saved
+    }
+    if (was_running || state_ == RunState::Paused) state_ = RunState::FinishMigrate;
+    return was_running;
+}
+
+void Machine::end_migration_pause(bool resume) {
+    std::lock_guard lock(mu_);
+    if (state_ != RunState::FinishMigrate) return;
+    state_ = RunState::Paused;
+    if (!resume) return;
+    for (auto& t : threads_) t->resume();
+    state_ = RunState::Running;
+    kick_virtio();
+}
+
 void Machine::set_postmigrate() {
     std::lock_guard lock(mu_);
-    if (state_ == RunState::Paused) state_ = RunState::PostMigrate;
+    if (state_ == RunState::Paused || state_ == RunState::FinishMigrate) state_ = RunState::PostMigrate;
 }
 
 void Machine::stop() {

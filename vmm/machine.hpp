@@ -74,7 +74,9 @@ inline constexpr size_t kMaxVirtioDevices = 8;  // IRQs 5..12
 
 // QEMU's RunState names: inmigrate = waiting for an incoming migration (no guest code
 // has run); postmigrate = paused for good after the guest moved away.
-enum class RunState { Prelaunch, InMigrate, Running, Paused, PostMigrate, Shutdown };
+// QEMU's run states, as query-status names them. finish-migrate: an outgoing migration
+// paused the guest for its switch-over; postmigrate: the guest runs elsewhere now.
+enum class RunState { Prelaunch, InMigrate, Running, Paused, FinishMigrate, PostMigrate, Shutdown };
 const char* run_state_name(RunState s);
 
 class Machine {
@@ -93,6 +95,12 @@ public:
     void pause();
     // Resumes a machine paused by pause() (not one in postmigrate).
     void resume();
+    // An outgoing migration's switch-over: pauses a running machine (as pause()) or
+    // takes a paused one, and marks it finish-migrate; returns whether it was running.
+    bool pause_for_migration();
+    // The switch-over did not hand the guest over: finish-migrate becomes running
+    // again (`resume`) or paused.
+    void end_migration_pause(bool resume);
     // After a completed outgoing migration: paused for good.
     void set_postmigrate();
     // QMP system_reset or the guest's own reset (vmm/machine_reset.cpp): back to the
