@@ -5,10 +5,19 @@
 
 namespace ferry {
 
-// Exit statuses of `ferry run` besides the guest's own power-off code.
+// Exit statuses of `ferry run`: ferry's own, and the guest's power-off code mapped
+// clear of them (guest_exit_status).
 inline constexpr int kExitError = 1;       // ferry could not run the guest
 inline constexpr int kExitUsage = 2;       // bad options or config
 inline constexpr int kExitGuestCrash = 3;  // triple fault, emulation failure
+// A guest that powers off with code c: 0 stays 0 (a clean power-off); 1..111 become
+// 16 + c (17..127); larger codes become 127. Nothing lands on 1-3, nor on 128 and up
+// (what a shell reports for a signal).
+inline constexpr int kExitGuestBase = 16;
+constexpr int guest_exit_status(uint64_t code) {
+    if (code == 0) return 0;
+    return code >= 112 ? 127 : kExitGuestBase + static_cast<int>(code);
+}
 
 int cmd_run(const RunArgs& args, bool memory_report);
 

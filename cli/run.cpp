@@ -149,8 +149,9 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         shutdown_event = shutdown_event_data(*req);
         switch (req->kind) {
             case ShutdownKind::PowerOff:
-                exit_status = req->code;
-                if (req->code != 0) errorln(fmt::format("guest powered off with status {}", req->code));
+                exit_status = guest_exit_status(req->code);
+                if (req->code != 0)
+                    errorln(fmt::format("guest powered off with code {} (ferry exits with {})", req->code, exit_status));
                 break;
             case ShutdownKind::Reset:
                 if (plan->reboot) {

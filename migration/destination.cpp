@@ -101,11 +101,15 @@ void MigrationDestination::run() {
     // Go the source needs to know whether the guest ever started here.
     if (ch_) (void)send_error(*ch_, result.error().message(), started_ ? kErrorFailed : kErrorGuestNotStarted);
     if (failed_in == Phase::Postcopy) {
-        // Guest RAM is incomplete here: the guest must not run on. Park the vCPUs,
-        // then release whatever waits on a page.
+        // Guest RAM is incomplete here: the guest must not run on. Ask the vCPUs to stop
+        // before they enter the guest again, release whatever waits on a page that will
+        // never come (it gets a zero page, and leaves KVM_RUN at once), then park them.
+        m_.request_pause();
+        {
+            std::lock_guard lock(pc_mu_);
+            if (postcopy_in_) postcopy_in_->abort();
+        }
         m_.pause();
-        std::lock_guard lock(pc_mu_);
-        if (postcopy_in_) postcopy_in_->abort();
     }
     stats_.update([&](MigrationStats& s) {
         s.total_time_ms = ms;

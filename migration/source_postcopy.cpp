@@ -18,8 +18,9 @@ namespace {
 constexpr uint32_t kBackgroundPages = 16;
 // And little may queue in the socket unsent (TCP_NOTSENT_LOWAT).
 constexpr uint32_t kUnsentLimit = 128 * 1024;
-// How long the destination may take to confirm the last page.
-constexpr auto kDoneTimeout = std::chrono::seconds(120);
+// How long the destination may take to confirm the last page (the pages it still
+// places): x-stall-timeout, at least this.
+constexpr auto kDoneTimeout = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -166,9 +167,9 @@ Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instan
     return {};
 }
 
-// How long the background stream must wait to stay under max-bandwidth (0: go on).
+// How long the background stream must wait to stay under max-postcopy-bandwidth (0: go on).
 std::chrono::milliseconds MigrationSource::background_pace() const {
-    uint64_t cap = params().max_bandwidth;
+    uint64_t cap = params().max_postcopy_bandwidth;
     if (cap == 0) return std::chrono::milliseconds(0);
     auto due = round_start_ + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double>(static_cast<double>(round_bytes_) / static_cast<double>(cap)));
@@ -234,7 +235,7 @@ Result<void> MigrationSource::serve_postcopy() {
         auto ev = back_->events();
         if (!ev.error.empty()) return fail(Domain::Migration, ev.error);
         bool all_sent = sent_->count() == index_.total();
-        // max-bandwidth paces the background stream; a request ends the wait at once.
+        // max-postcopy-bandwidth paces the background stream; a request ends the wait at once.
         auto pace = background_pace();
         auto wait = all_sent ? std::chrono::milliseconds(100) : pace;
         if (urgent_) {
@@ -259,7 +260,7 @@ Result<void> MigrationSource::serve_postcopy() {
             // The source keeps its copy until the destination confirms every page.
             if (back_->events().postcopy_done) break;
             if (!all_sent_at) all_sent_at = Clock::now();
-            if (Clock::now() - *all_sent_at > kDoneTimeout)
+            if (Clock::now() - *all_sent_at > std::max<Clock::duration>(params().timeouts.stall, kDoneTimeout))
                 return fail(Domain::Migration, "the destination did not confirm that it has every page");
             continue;
         }

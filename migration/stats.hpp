@@ -28,6 +28,7 @@ struct MigrationTimeouts {
 struct MigrationParams {
     uint64_t downtime_limit_ms = 300;  // QEMU's default
     uint64_t max_bandwidth = 0;        // bytes/s; 0 = no cap
+    uint64_t max_postcopy_bandwidth = 0;  // bytes/s after the switch to postcopy; 0 = no cap (QEMU's default)
     uint32_t max_rounds = 30;          // then: not converging (hybrid: switch to postcopy)
     // From the capabilities when the migration starts (outgoing only).
     bool postcopy = false;       // postcopy-ram: may switch to postcopy

@@ -159,6 +159,7 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
     if (auto ok = add({"migrate-set-parameters",
                        {{"downtime-limit", ArgType::uinteger(), true},
                         {"max-bandwidth", ArgType::uinteger(), true},
+                        {"max-postcopy-bandwidth", ArgType::uinteger(), true},
                         {"x-max-rounds", ArgType::uinteger(), true},
                         {"x-setup-timeout", ArgType::uinteger(), true},
                         {"x-stall-timeout", ArgType::uinteger(), true},
@@ -181,6 +182,8 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                                p.downtime_limit_ms = v;
                            }
                            if (args.contains("max-bandwidth")) p.max_bandwidth = args.at("max-bandwidth").get<uint64_t>();
+                           if (args.contains("max-postcopy-bandwidth"))
+                               p.max_postcopy_bandwidth = args.at("max-postcopy-bandwidth").get<uint64_t>();
                            if (args.contains("x-max-rounds")) {
                                uint64_t v = args.at("x-max-rounds").get<uint64_t>();
                                if (v < 1 || v > 1000) return qmp_error("Parameter 'x-max-rounds' expects an integer from 1 to 1000");
@@ -196,6 +199,7 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                            auto p = c->params();
                            return nlohmann::json{{"downtime-limit", p.downtime_limit_ms},
                                                  {"max-bandwidth", p.max_bandwidth},
+                                                 {"max-postcopy-bandwidth", p.max_postcopy_bandwidth},
                                                  {"x-max-rounds", p.max_rounds},
                                                  {"x-setup-timeout", p.timeouts.setup.count()},
                                                  {"x-stall-timeout", p.timeouts.stall.count()},

@@ -13,6 +13,7 @@
 //                                   fault -> page-placed latency (count, p50/p90/p99/max,
 //                                   log2 histogram) and a time series of faults
 //   migrate-set-parameters {"downtime-limit": ms, "max-bandwidth": bytes/s,
+//                           "max-postcopy-bandwidth": bytes/s (after the switch; 0, the default: no cap),
 //                           "x-max-rounds": n (ferry's own: rounds before "not converging", default 30),
 //                           "x-setup-timeout", "x-stall-timeout", "x-switchover-timeout": ms
 //                           (ferry's own bounds on each phase's waits; docs/migration-protocol.md)}

@@ -177,12 +177,15 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
     if (auto ok = m->setup_devices(); !ok) return std::unexpected(ok.error());
     if (auto ok = m->setup_vcpus(); !ok) return std::unexpected(ok.error());
     if (auto ok = m->probe_saveable_msrs(); !ok) return std::unexpected(ok.error());
+    auto boot = std::make_shared<BootState>();
     if (cfg.load_kernel) {
-        if (auto ok = m->load_kernel(); !ok) return std::unexpected(ok.error());
+        if (auto ok = m->read_boot_images(*boot); !ok) return std::unexpected(ok.error());
+        if (auto ok = m->load_kernel(*boot); !ok) return std::unexpected(ok.error());
     }
     if (auto ok = slots.get(); !ok) return std::unexpected(ok.error());
     if (cfg.load_kernel) {
-        if (auto ok = m->capture_power_on(); !ok) return std::unexpected(ok.error());
+        if (auto ok = m->capture_power_on(*boot); !ok) return std::unexpected(ok.error());
+        m->boot_ = std::move(boot);
     }
     return m;
 }
@@ -303,34 +306,52 @@ Result<void> Machine::setup_vcpus() {
     return {};
 }
 
-Result<void> Machine::load_kernel() {
+// The kernel and initrd files, read once: a reset loads them from memory again.
+Result<void> Machine::read_boot_images(BootState& into) const {
     auto kernel = read_file(cfg_.kernel, mem_.total_size(), "kernel");
     if (!kernel) return std::unexpected(kernel.error());
-    std::optional<std::vector<uint8_t>> initrd;
+    into.kernel = std::move(*kernel);
     if (cfg_.initrd) {
         auto data = read_file(*cfg_.initrd, mem_.total_size(), "initrd");
         if (!data) return std::unexpected(data.error());
-        initrd = std::move(*data);
+        into.initrd = std::move(*data);
     }
+    into.cmdline = cfg_.cmdline;
+    into.kernel_name = cfg_.kernel;
+    return {};
+}
+
+std::shared_ptr<const Machine::BootState> Machine::boot_state() const {
+    std::lock_guard lock(mu_);
+    return boot_;
+}
+
+void Machine::set_boot_state(std::shared_ptr<const BootState> s) {
+    std::lock_guard lock(mu_);
+    boot_ = std::move(s);
+}
+
+Result<void> Machine::load_kernel(const BootState& boot) {
+    const auto& kernel = boot.kernel;
     std::optional<std::span<const uint8_t>> initrd_span;
-    const std::string cmdline = with_virtio_mmio_devices(cfg_.cmdline, virtio_.size(), virtio::kMmioBase,
+    const std::string cmdline = with_virtio_mmio_devices(boot.cmdline, virtio_.size(), virtio::kMmioBase,
                                                          virtio::kMmioStride, virtio::kFirstIrq);
-    if (initrd) initrd_span = std::span<const uint8_t>(*initrd);
+    if (boot.initrd) initrd_span = std::span<const uint8_t>(*boot.initrd);
     // An ELF with a PVH note boots through PVH; a bzImage, or an ELF vmlinux without
     // the note, through the Linux 64-bit boot protocol (vmm/boot/linux.hpp).
-    auto where = [&](const Error& e) { return fail(Domain::Loader, "kernel '" + cfg_.kernel + "': " + e.message()); };
-    auto format = detect_kernel_format(*kernel);
+    auto where = [&](const Error& e) { return fail(Domain::Loader, "kernel '" + boot.kernel_name + "': " + e.message()); };
+    auto format = detect_kernel_format(kernel);
     if (format == KernelFormat::Unknown) return where(Error{Domain::Loader, 0, "not an ELF file or a bzImage"});
     if (auto ok = write_mptable(mem_, cfg_.cpus); !ok) return where(ok.error());
     if (format == KernelFormat::PvhElf) {
-        auto boot = load_pvh(mem_, *kernel, initrd_span, cmdline);
-        if (!boot) return where(boot.error());
-        return setup_pvh_entry(*vcpus_[0], boot->entry, boot->start_info);
+        auto pvh = load_pvh(mem_, kernel, initrd_span, cmdline);
+        if (!pvh) return where(pvh.error());
+        return setup_pvh_entry(*vcpus_[0], pvh->entry, pvh->start_info);
     }
-    auto boot = format == KernelFormat::BzImage ? load_bzimage(mem_, *kernel, initrd_span, cmdline)
-                                                : load_vmlinux(mem_, *kernel, initrd_span, cmdline);
-    if (!boot) return where(boot.error());
-    return setup_linux64_entry(*vcpus_[0], *boot);
+    auto loaded = format == KernelFormat::BzImage ? load_bzimage(mem_, kernel, initrd_span, cmdline)
+                                                  : load_vmlinux(mem_, kernel, initrd_span, cmdline);
+    if (!loaded) return where(loaded.error());
+    return setup_linux64_entry(*vcpus_[0], *loaded);
 }
 
 Result<void> Machine::start() {
@@ -369,6 +390,11 @@ void Machine::pause() {
     // before migration's last round and nothing is in flight when state is saved.
     for (auto& v : virtio_) v->drain();
     state_ = RunState::Paused;
+}
+
+void Machine::request_pause() {
+    // Not under mu_: pause() may hold it, waiting for these very threads.
+    for (auto& t : threads_) t->request_pause();
 }
 
 void Machine::resume() {

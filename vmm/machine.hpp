@@ -93,6 +93,10 @@ public:
     // runs it); an incoming guest with --paused.
     Result<void> start_paused();
     void pause();
+    // Asks every vCPU to pause without waiting (see VcpuThread::request_pause): a
+    // postcopy destination that fails does this before it releases the vCPUs waiting
+    // on pages that will never come, then pause() completes.
+    void request_pause();
     // Resumes a machine paused by pause() (not one in postmigrate).
     void resume();
     // An outgoing migration's switch-over: pauses a running machine (as pause()) or
@@ -105,10 +109,26 @@ public:
     void set_postmigrate();
     // QMP system_reset or the guest's own reset (vmm/machine_reset.cpp): back to the
     // state before the first instruction, the kernel loaded again; a paused machine
-    // stays paused; a pending reset request is consumed. Refused for a guest that
-    // arrived by migration, outside running/paused, while migrating, or while a
-    // power-off or crash is pending.
+    // stays paused; a pending reset request is consumed. Refused without a boot state
+    // (a guest that arrived from a source that sent none), outside running/paused,
+    // while migrating, or while a power-off or crash is pending.
     Result<void> reset();
+    // What a reset goes back to: the state before the first instruction, captured at
+    // power-on, and the images the kernel was loaded from (kept in memory, as QEMU
+    // keeps its ROMs). It travels with a migration, so that a migrated guest can be
+    // reset on its destination as it could on its source.
+    struct BootState {
+        std::vector<VcpuState> vcpus;  // CPUID left out: a vCPU keeps the one it has
+        VmState vm;
+        std::vector<uint8_t> devices;  // save_devices()
+        std::vector<uint8_t> kernel;
+        std::optional<std::vector<uint8_t>> initrd;
+        std::string cmdline;      // as given; the virtio-mmio devices are added at each load
+        std::string kernel_name;  // for messages: the path it came from
+    };
+    std::shared_ptr<const BootState> boot_state() const;
+    // An incoming guest's boot state, from its source (before the machine starts).
+    void set_boot_state(std::shared_ptr<const BootState> s);
     // Starts a self-announcement (RARP frames, devices/virtio/announce.hpp) on the
     // network cards named in `ids` (empty: all of them); returns how many. An id that
     // is not a network card fails before any card starts.
@@ -155,9 +175,10 @@ private:
     Result<void> setup_virtio();
     Result<void> add_virtio(std::shared_ptr<virtio::VirtioDevice> dev);
     Result<void> setup_vcpus();
-    Result<void> load_kernel();
+    Result<void> read_boot_images(BootState& into) const;
+    Result<void> load_kernel(const BootState& boot);
     Result<void> probe_saveable_msrs();
-    Result<void> capture_power_on();
+    Result<void> capture_power_on(BootState& into);
     void request_shutdown(ShutdownRequest req);
     void kick_virtio();
 
@@ -183,12 +204,7 @@ private:
     std::vector<CpuidTable> vcpu_cpuid_;  // what each vCPU was given (KVM_SET_CPUID2)
     bool manual_dirty_log_ = false;
     std::atomic<bool> dirty_logging_{false};  // a migration is under way
-    struct PowerOnState {
-        std::vector<VcpuState> vcpus;
-        VmState vm;
-        std::vector<uint8_t> devices;
-    };
-    std::optional<PowerOnState> power_on_;  // what reset() goes back to; none for an incoming guest
+    std::shared_ptr<const BootState> boot_;  // what reset() goes back to (guarded by mu_ once started)
 
     Fd shutdown_event_;
     mutable std::mutex mu_;

@@ -7,8 +7,8 @@
 // clock keeps counting instead of going back), the 8250, the RTC and every virtio
 // transport (status 0: the driver must set the device up again). RAM is not cleared,
 // as on real hardware and in QEMU; the kernel, initrd, boot information and MP table
-// are written again. A guest that arrived by migration has no capture (its destination
-// was given no kernel) and is refused.
+// are written again. The capture and the images travel with a migration (the source's
+// boot sections), so a migrated guest resets the same way on its destination.
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -18,8 +18,7 @@
 
 namespace ferry {
 
-Result<void> Machine::capture_power_on() {
-    PowerOnState p;
+Result<void> Machine::capture_power_on(BootState& p) {
     for (size_t i = 0; i < vcpus_.size(); ++i) {
         auto v = save_vcpu(i);
         if (!v) return std::unexpected(v.error());
@@ -32,14 +31,14 @@ Result<void> Machine::capture_power_on() {
     StateWriter w;
     save_devices(w);
     p.devices = w.take();
-    power_on_ = std::move(p);
     return {};
 }
 
 Result<void> Machine::reset() {
     std::lock_guard lock(mu_);
-    if (!power_on_)
-        return fail(Domain::Kvm, "reset: this guest arrived by migration and ferry has no kernel to boot it again");
+    if (!boot_)
+        return fail(Domain::Kvm, "reset: this guest arrived by migration from a source that sent no boot state, and ferry has "
+                                 "no kernel to boot it again");
     if (state_ != RunState::Running && state_ != RunState::Paused)
         return fail(Domain::Kvm, fmt::format("reset: the guest is {}", run_state_name(state_)));
     if (dirty_logging_) return fail(Domain::Kvm, "reset: a migration is in progress (cancel it first)");
@@ -59,12 +58,13 @@ Result<void> Machine::reset() {
     for (auto& t : threads_) t->pause();  // each completes its last exit first
     for (auto& v : virtio_) v->drain();   // nothing in flight writes RAM afterwards
     auto restore = [&]() -> Result<void> {
-        StateReader r(power_on_->devices);
+        if (boot_->vcpus.size() != vcpus_.size()) return fail(Domain::Kvm, "reset: the boot state has another vCPU count");
+        StateReader r(boot_->devices);
         if (auto ok = restore_devices(r); !ok) return ok;
-        if (auto ok = restore_vm(power_on_->vm); !ok) return ok;
+        if (auto ok = restore_vm(boot_->vm); !ok) return ok;
         for (size_t i = 0; i < vcpus_.size(); ++i)
-            if (auto ok = restore_vcpu(i, power_on_->vcpus[i]); !ok) return ok;
-        return load_kernel();
+            if (auto ok = restore_vcpu(i, boot_->vcpus[i]); !ok) return ok;
+        return load_kernel(*boot_);
     };
     if (auto ok = restore(); !ok) {
         state_ = RunState::Paused;

@@ -57,6 +57,13 @@ void VcpuThread::pause() {
     cv_.wait(lock, [&] { return state_ == State::Parked || state_ == State::Exited; });
 }
 
+void VcpuThread::request_pause() {
+    std::lock_guard lock(mu_);
+    if (!thread_.joinable() || want_ == Want::Stop) return;
+    want_ = Want::Pause;
+    kick();
+}
+
 void VcpuThread::resume() {
     std::lock_guard lock(mu_);
     if (want_ == Want::Stop) return;

@@ -39,6 +39,9 @@ public:
     void start(bool paused);
     // Block until the vCPU is outside KVM_RUN and parked (or has exited).
     void pause();
+    // Asks for a pause and returns at once: the thread leaves KVM_RUN before it enters
+    // the guest again (kvm_run.immediate_exit), even one waiting on a page now.
+    void request_pause();
     void resume();
     // Ends the thread and joins it. Idempotent.
     void stop();

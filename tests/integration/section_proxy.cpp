@@ -1,7 +1,10 @@
 // SectionProxy (section_proxy.hpp).
 #include "section_proxy.hpp"
 
+#include <xxhash.h>
+
 #include <catch2/catch.hpp>
+#include <cstring>
 
 namespace ferry::test {
 
@@ -26,6 +29,24 @@ void SectionProxy::cut() {
     std::lock_guard lock(mu_);
     if (src_) src_->cancel();
     if (dst_) dst_->cancel();
+}
+
+// The section as send_section frames it, its checksum computed first, then one byte
+// flipped: in the payload's middle, or in the instance field when there is none.
+bool SectionProxy::send_flipped(Channel& to, const Section& s) {
+    struct __attribute__((packed)) Frame {
+        uint16_t kind, version;
+        uint32_t instance;
+        uint64_t length;
+    } f{static_cast<uint16_t>(s.kind), static_cast<uint16_t>(kStreamVersion), s.instance, s.payload.size()};
+    std::vector<uint8_t> bytes(sizeof(f) + s.payload.size());
+    std::memcpy(bytes.data(), &f, sizeof(f));
+    if (!s.payload.empty()) std::memcpy(bytes.data() + sizeof(f), s.payload.data(), s.payload.size());
+    uint64_t sum = XXH3_64bits(bytes.data(), bytes.size());
+    if (s.payload.empty()) bytes[4] ^= 0x01;  // the instance
+    else bytes[sizeof(f) + s.payload.size() / 2] ^= 0x01;
+    bytes.insert(bytes.end(), reinterpret_cast<uint8_t*>(&sum), reinterpret_cast<uint8_t*>(&sum) + sizeof(sum));
+    return static_cast<bool>(to.send_all(bytes));
 }
 
 void SectionProxy::run() {
@@ -54,6 +75,12 @@ void SectionProxy::pump(Channel& from, Channel& to, Dir d) {
         switch (hook_(d, *sec)) {
             case Action::Forward:
                 if (!send_section(to, sec->kind, sec->instance, sec->payload)) {
+                    cut();
+                    return;
+                }
+                break;
+            case Action::Flip:
+                if (!send_flipped(to, *sec)) {
                     cut();
                     return;
                 }

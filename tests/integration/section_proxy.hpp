@@ -1,8 +1,9 @@
 // A man in the middle for the migration connection, for the fault tests: it accepts
 // the source, connects to the destination and passes the stream through section by
 // section in both directions. A hook sees every section before it is forwarded and
-// says what to do with it: forward it, drop it, cut both connections there, or stall
-// (stop forwarding in that direction without closing anything).
+// says what to do with it: forward it, drop it, cut both connections there, stall
+// (stop forwarding in that direction without closing anything), or flip one byte of
+// it on the way (the checksum left as it was, so the receiver must notice).
 #pragma once
 
 #include <atomic>
@@ -19,7 +20,7 @@ namespace ferry::test {
 class SectionProxy {
 public:
     enum class Dir { ToDestination, ToSource };
-    enum class Action { Forward, Drop, Cut, Stall };
+    enum class Action { Forward, Drop, Cut, Stall, Flip };
     using Hook = std::function<Action(Dir, const Section&)>;
 
     SectionProxy(uint16_t dst_port, Hook hook);
@@ -33,6 +34,7 @@ public:
 private:
     void run();
     void pump(Channel& from, Channel& to, Dir d);
+    static bool send_flipped(Channel& to, const Section& s);
 
     uint16_t dst_port_;
     Hook hook_;
