@@ -211,6 +211,7 @@ Result<void> MigrationDestination::accept_header(const StreamHeader& header) {
         if (auto ok = accept_urgent_channel(token); !ok) return ok;
     index_ = PageIndex(m_.memory());
     received_ = std::make_unique<AtomicBitmap>(index_.total());
+    boot_ = BootAssembler(m_.memory().total_size(), m_.vcpu_count());
     set_status(MigrationStatus::Active);
     m_.prepare_start();  // vCPU threads exist, parked: Go only wakes them
     vcpus_.assign(m_.vcpu_count(), std::nullopt);
@@ -307,6 +308,8 @@ void MigrationDestination::urgent_loop() {
 Result<void> MigrationDestination::on_precopy(Section& s) {
     switch (s.kind) {
         case SectionKind::RamBatch: return place_batch(s);
+        case SectionKind::BootInfo: return boot_.on_info(s.payload);
+        case SectionKind::BootImage: return boot_.on_image(s.instance, s.payload);
         case SectionKind::Sync: return send_section(*ch_, SectionKind::SyncAck, s.instance, std::span<const uint8_t>());
         case SectionKind::Discard: {
             if (!postcopy_) return fail(Domain::Migration, "stream: a discard section without postcopy");
@@ -458,6 +461,11 @@ Result<void> MigrationDestination::restore() {
     StateReader dr(devices_);
     if (auto ok = m_.restore_devices(dr); !ok) return ok;
     if (!dr.at_end()) return fail(Domain::Migration, "device state has trailing bytes");
+    if (boot_.started()) {
+        auto boot = boot_.take();
+        if (!boot) return std::unexpected(boot.error());
+        m_.set_boot_state(std::move(*boot));
+    }
     return {};
 }
 

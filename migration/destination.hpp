@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "memory/userfault.hpp"
+#include "migration/boot_stream.hpp"
 #include "migration/channel.hpp"
 #include "migration/page_set.hpp"
 #include "migration/postcopy_incoming.hpp"
@@ -105,6 +106,7 @@ private:
     std::optional<Userfault> uffd_;         // opened at the header, used at the switch
     PageIndex index_;
     std::unique_ptr<AtomicBitmap> received_;
+    BootAssembler boot_{0, 0};  // sized once the header is in
     DirectPlacer direct_;
     std::vector<DecodedPage> scratch_;
     mutable std::mutex pc_mu_;              // guards postcopy_ (the pointer) for fault_stats()

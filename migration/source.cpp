@@ -1,5 +1,7 @@
 #include "migration/source.hpp"
 
+#include "migration/boot_stream.hpp"
+
 #include <time.h>
 
 #include <cstring>
@@ -157,6 +159,9 @@ Result<void> MigrationSource::migrate() {
     sent_ = std::make_unique<AtomicBitmap>(index_.total());
     back_ = std::make_unique<ReturnPath>(*ch_, m_.memory());
     back_->start();
+    // What a reset goes back to, so the guest can be reset where it lands.
+    if (auto boot = m_.boot_state())
+        if (auto ok = send_boot_state(*ch_, *boot); !ok) return ok;
 
     dirty_ = std::make_unique<KvmDirtyLog>(m_);
     if (auto ok = dirty_->start(); !ok) return ok;

@@ -16,7 +16,7 @@ constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxErrorLen = 4096;
 
 bool known_kind(uint16_t k) {
-    return (k >= 1 && k <= 3) || (k >= 5 && k <= 18);
+    return (k >= 1 && k <= 3) || (k >= 5 && k <= 20);
 }
 }  // namespace
 
@@ -39,6 +39,8 @@ const char* section_name(SectionKind k) {
         case SectionKind::PageRequest: return "page-request";
         case SectionKind::PostcopyDone: return "postcopy-done";
         case SectionKind::UrgentHello: return "urgent-hello";
+        case SectionKind::BootInfo: return "boot-info";
+        case SectionKind::BootImage: return "boot-image";
     }
     return "?";
 }

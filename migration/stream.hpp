@@ -46,13 +46,17 @@ enum class SectionKind : uint16_t {
     PageRequest = 16,   // dst -> src (postcopy): pages a fault is waiting for
     PostcopyDone = 17,  // dst -> src (postcopy): every page of RAM has arrived
     UrgentHello = 18,   // src -> dst, first on the second connection: the ack's token
+    BootInfo = 19,      // src -> dst, after the header-ack: what a reset goes back to
+    BootImage = 20,     // src -> dst: a chunk of the kernel, the initrd or the vCPUs' power-on state
 };
 const char* section_name(SectionKind k);
 
 // 2: virtio device state carries each device's type and own state (net or blk).
 // 3: the header and its ack carry capabilities (postcopy); discard, page-request and
 //    postcopy-done sections.
-inline constexpr uint32_t kStreamVersion = 3;
+// 4: boot-info and boot-image sections (the power-on state and the boot images, so a
+//    migrated guest can be reset), and the urgent-hello of postcopy-preempt.
+inline constexpr uint32_t kStreamVersion = 4;
 // Capability bits, in the header (what the source asks for) and the header-ack (what
 // the destination accepts).
 inline constexpr uint32_t kCapPostcopy = 1;
