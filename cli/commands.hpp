@@ -10,6 +10,7 @@ namespace ferry {
 inline constexpr int kExitError = 1;       // ferry could not run the guest
 inline constexpr int kExitUsage = 2;       // bad options or config
 inline constexpr int kExitGuestCrash = 3;  // triple fault, emulation failure
+inline constexpr int kExitPaused = 4;      // ferry migrate: a postcopy paused (recoverable)
 // A guest that powers off with code c: 0 stays 0 (a clean power-off); 1..111 become
 // 16 + c (17..127); larger codes become 127. Nothing lands on 1-3, nor on 128 and up
 // (what a shell reports for a signal).
@@ -39,6 +40,7 @@ struct MigrateArgs {
     std::optional<uint64_t> downtime_limit;    // ms
     std::optional<std::string> max_bandwidth;  // bytes/s with K/M/G suffix
     bool postcopy_preempt = false;             // answers to page requests on a second connection
+    bool resume = false;                       // recover a paused postcopy (migrate "resume": true)
     bool progress = false;                     // a progress line on stderr
     bool json = false;                         // one query-migrate JSON line per poll on stdout
 };

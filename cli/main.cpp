@@ -92,7 +92,10 @@ int main(int argc, char** argv) {
     migrate->footer(
         "Talks to the source through its QMP socket: sets the parameters, starts the migration and reports until it ends.\n"
         "Exit status: 0 when the guest runs on the destination, 1 when the migration failed or was cancelled (Ctrl-C\n"
-        "cancels it; the guest keeps running on the source), 2 for bad options.");
+        "cancels it; the guest keeps running on the source), 2 for bad options, 4 when a postcopy paused because its\n"
+        "connection broke: the guest runs on the destination and every page it lacks is still on the source. Recover it:\n"
+        "  ferry qmp --qmp DEST.sock migrate-recover '{\"uri\": \"tcp:0.0.0.0:4445\"}'\n"
+        "  ferry migrate --qmp SRC.sock --resume --to tcp:DEST:4445");
     migrate->add_option("--qmp", mig.qmp, "QMP socket of the source ferry")->type_name("PATH")->required();
     migrate->add_option("--to", mig.to, "the destination, started with ferry run --incoming")->type_name("tcp:HOST:PORT")->required();
     migrate->add_option("--mode", mig.mode,
@@ -106,6 +109,9 @@ int main(int argc, char** argv) {
     migrate->add_flag("--postcopy-preempt", mig.postcopy_preempt,
                       "postcopy/hybrid: send the pages the destination faults on over a second TCP connection of their "
                       "own (QEMU's postcopy-preempt) instead of between the background stream's small batches");
+    migrate->add_flag("--resume", mig.resume,
+                      "recover a postcopy migration that paused (postcopy-paused) through the address given to QMP "
+                      "migrate-recover on the destination; the pages that did not arrive are sent again");
     auto* progress_flag = migrate->add_flag("--progress", mig.progress, "show progress on stderr (percent, rate, remaining, dirty rate, round)");
     migrate->add_flag("--json", mig.json, "print each query-migrate reply as one JSON line on stdout, for scripts")
         ->excludes(progress_flag);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fmt/format.h>
+#include <functional>
 #include <thread>
 
 #include "base/size.hpp"
@@ -58,6 +59,10 @@ std::optional<nlohmann::json> final_stats(const QmpClient& c) {
     return std::nullopt;
 }
 
+using CallFn = std::function<Result<nlohmann::json>(const std::string&, const nlohmann::json&)>;
+// Reports the migration until it ends (or pauses): the exit status.
+int follow(QmpClient& client, const CallFn& call, const MigrateArgs& a);
+
 }  // namespace
 
 int cmd_migrate(const MigrateArgs& a) {
@@ -75,7 +80,7 @@ int cmd_migrate(const MigrateArgs& a) {
     auto client = QmpClient::connect(a.qmp);
     if (!client) return error_exit(kExitUsage, client.error().message());
     if (auto g = client->handshake(kCallTimeout); !g) return error_exit(kExitError, g.error().message());
-    auto call = [&](const std::string& name, const nlohmann::json& args) -> Result<nlohmann::json> {
+    CallFn call = [&](const std::string& name, const nlohmann::json& args) -> Result<nlohmann::json> {
         auto r = client->execute(name, args, kCallTimeout);
         if (!r) return r;
         if (r->contains("error"))
@@ -84,6 +89,10 @@ int cmd_migrate(const MigrateArgs& a) {
     };
     if (!params.empty()) {
         if (auto r = call("migrate-set-parameters", params); !r) return error_exit(kExitError, r.error().message());
+    }
+    if (a.resume) {
+        if (auto r = call("migrate", {{"uri", a.to}, {"resume", true}}); !r) return error_exit(kExitError, r.error().message());
+        return follow(*client, call, a);
     }
     nlohmann::json caps = {{{"capability", "events"}, {"state", true}},
                            {{"capability", "postcopy-ram"}, {"state", postcopy}},
@@ -96,6 +105,12 @@ int cmd_migrate(const MigrateArgs& a) {
         if (auto r = call("migrate-start-postcopy", nlohmann::json::object()); !r) return error_exit(kExitError, r.error().message());
     }
 
+    return follow(*client, call, a);
+}
+
+namespace {
+
+int follow(QmpClient& client, const CallFn& call, const MigrateArgs& a) {
     struct sigaction sa {};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, nullptr);
@@ -106,15 +121,15 @@ int cmd_migrate(const MigrateArgs& a) {
     for (;;) {
         if (g_interrupted && !cancel_sent) {
             fmt::print(stderr, "\nferry: cancelling the migration\n");
-            (void)call("migrate_cancel", nlohmann::json::object());
+            if (auto r = call("migrate_cancel", nlohmann::json::object()); !r) fmt::print(stderr, "ferry: {}\n", r.error().message());
             cancel_sent = true;
         }
         auto q = call("query-migrate", nlohmann::json::object());
         if (!q) {
             // The source exits once the guest runs elsewhere: the final figures came as
             // an event just before the socket closed.
-            client->drain_events(std::chrono::seconds(2));
-            if (auto done = final_stats(*client)) q = *done;
+            client.drain_events(std::chrono::seconds(2));
+            if (auto done = final_stats(client)) q = *done;
             else return error_exit(kExitError, "lost the source's monitor: " + q.error().message());
         }
         std::string status = q->value("status", "none");
@@ -140,8 +155,18 @@ int cmd_migrate(const MigrateArgs& a) {
             return error_exit(kExitError, fmt::format("migration {}: {}", status, q->value("error-desc", status)));
         }
         if (status == "none") return error_exit(kExitError, "the migration did not start");
+        if (status == "postcopy-paused") {
+            if (a.progress && tty) fmt::print(stderr, "\n");
+            return error_exit(kExitPaused,
+                              fmt::format("postcopy paused: {}. The guest runs on the destination and every page it lacks is "
+                                          "still here; recover it: QMP migrate-recover on the destination with a new "
+                                          "tcp:HOST:PORT, then ferry migrate --qmp {} --resume --to that address",
+                                          q->value("error-desc", "the connection broke"), a.qmp));
+        }
         std::this_thread::sleep_for(200ms);
     }
 }
+
+}  // namespace
 
 }  // namespace ferry

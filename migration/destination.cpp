@@ -11,6 +11,7 @@
 
 #include "base/log.hpp"
 #include "base/state_io.hpp"
+#include "migration/recovery.hpp"
 #include "migration/stream.hpp"
 
 namespace ferry {
@@ -23,6 +24,12 @@ uint64_t realtime_ns() {
 }
 constexpr uint64_t kMaxTscCatchUpNs = 3600ull * 1000000000ull;
 constexpr uint32_t kPostcopyReceiveBuffer = 256 * 1024;
+// An answered page waits behind whatever background data sits unread here: keep that
+// little (FERRY_POSTCOPY_RCVBUF, bytes, for experiments).
+uint32_t postcopy_receive_buffer() {
+    const char* env = std::getenv("FERRY_POSTCOPY_RCVBUF");
+    return env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : kPostcopyReceiveBuffer;
+}
 constexpr auto kUrgentChannelWait = std::chrono::seconds(10);
 constexpr auto kHeaderWait = std::chrono::seconds(5);
 }  // namespace
@@ -203,12 +210,12 @@ Result<void> MigrationDestination::accept_header(const StreamHeader& header) {
         postcopy_ = true;
         accepted |= kCapPostcopy | (huge ? kCapHugePages : 0) | (theirs->caps & kCapUrgentChannel);
     }
-    uint64_t token = 0;
-    if ((accepted & kCapUrgentChannel) && ::getrandom(&token, sizeof(token), 0) != sizeof(token))
+    // The token a second connection or a recovery connection presents.
+    if ((accepted & kCapPostcopy) && ::getrandom(&token_, sizeof(token_), 0) != sizeof(token_))
         return fail_errno(Domain::Migration, "getrandom");
-    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted, token)); !ok) return ok;
+    if (auto ok = send_section(*ch_, SectionKind::HeaderAck, 0, encode_caps(accepted, token_)); !ok) return ok;
     if (accepted & kCapUrgentChannel)
-        if (auto ok = accept_urgent_channel(token); !ok) return ok;
+        if (auto ok = accept_urgent_channel(token_); !ok) return ok;
     index_ = PageIndex(m_.memory());
     received_ = std::make_unique<AtomicBitmap>(index_.total());
     boot_ = BootAssembler(m_.memory().total_size(), m_.vcpu_count());
@@ -289,19 +296,19 @@ void MigrationDestination::urgent_loop() {
     Section s{};
     s.payload.reserve(kMaxSectionPayload);
     std::vector<DecodedPage> scratch;
-    auto stop = [&](std::string why) {
+    auto stop = [&](std::string why, bool recoverable) {
         std::lock_guard lock(urgent_mu_);
-        urgent_error_ = std::move(why);
+        urgent_error_ = UrgentError{std::move(why), recoverable};
     };
     while (!urgent_stop_ && !postcopy_complete()) {
         auto ready = urgent_->wait_readable(std::chrono::milliseconds(50));
-        if (!ready) return stop(ready.error().message());
+        if (!ready) return stop(ready.error().message(), true);
         if (!*ready) continue;
-        if (auto ok = recv_section_into(*urgent_, s); !ok) return stop(ok.error().message());
-        if (s.kind == SectionKind::Error) return stop("the source reported: " + error_reason(s));
+        if (auto ok = recv_section_into(*urgent_, s); !ok) return stop(ok.error().message(), true);
+        if (s.kind == SectionKind::Error) return stop("the source reported: " + error_reason(s), false);
         if (s.kind != SectionKind::RamBatch || s.instance != kRamAnswer)
-            return stop(fmt::format("stream: unexpected {} section on the postcopy-preempt connection", section_name(s.kind)));
-        if (auto ok = place_postcopy_batch(s, scratch); !ok) return stop(ok.error().message());
+            return stop(fmt::format("stream: unexpected {} section on the postcopy-preempt connection", section_name(s.kind)), false);
+        if (auto ok = place_postcopy_batch(s, scratch); !ok) return stop(ok.error().message(), false);
     }
 }
 
@@ -377,11 +384,8 @@ Result<void> MigrationDestination::switch_over() {
     auto t1 = std::chrono::steady_clock::now();
     if (postcopy_in_) {
         phase_ = Phase::Postcopy;  // from here a failure stops the guest
-        // An answered page waits behind whatever background data sits unread here: keep
-        // that little (FERRY_POSTCOPY_RCVBUF, bytes, for experiments), unless answers
-        // come on a connection of their own.
-        const char* env = std::getenv("FERRY_POSTCOPY_RCVBUF");
-        if (!urgent_) (void)ch_->set_receive_buffer(env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : kPostcopyReceiveBuffer);
+        // Answers wait behind little unread data, unless they come on a connection of their own.
+        if (!urgent_) (void)ch_->set_receive_buffer(postcopy_receive_buffer());
         else urgent_thread_ = std::thread([this] { urgent_loop(); });
     }
     if (auto ok = start_paused_ ? m_.start_paused() : m_.start(); !ok) return ok;
@@ -397,48 +401,180 @@ Result<void> MigrationDestination::switch_over() {
 }
 
 Result<void> MigrationDestination::receive_postcopy() {
+    for (;;) {
+        bool recoverable = false;
+        auto ok = postcopy_stream(recoverable);
+        if (ok) break;
+        if (!recoverable || cancel_) return ok;
+        if (auto r = recover_postcopy(ok.error().message()); !r) return r;
+    }
+    // Every page is here: the guest is whole, whatever happens to the connection now.
+    if (auto ok = send_section(*ch_, SectionKind::PostcopyDone, 0, std::span<const uint8_t>()); !ok)
+        logger("mig")->warn("postcopy: every page is here, but the source could not be told ({}): it waits paused; end it there "
+                            "(migrate_cancel, or quit)", ok.error().message());
+    auto fs = postcopy_in_->fault_stats();
+    logger("mig")->info("postcopy complete: {} faults, {} pages requested", fs.faults, fs.requests);
+    return postcopy_in_->finish();
+}
+
+void MigrationDestination::stop_urgent() {
+    urgent_stop_ = true;
+    if (urgent_thread_.joinable()) urgent_thread_.join();
+    urgent_stop_ = false;
+}
+
+Result<void> MigrationDestination::postcopy_stream(bool& recoverable) {
     Section s{};
     s.payload.reserve(kMaxSectionPayload);
-    auto urgent_error = [&]() -> std::optional<std::string> {
+    auto urgent_error = [&]() -> std::optional<UrgentError> {
         std::lock_guard lock(urgent_mu_);
         return urgent_error_;
     };
-    auto stop_urgent = [&] {
-        urgent_stop_ = true;
-        if (urgent_thread_.joinable()) urgent_thread_.join();
+    // A failure of the connection itself: closed, reset, stalled past x-stall-timeout,
+    // a bad checksum. Anything else (the source's error, a protocol violation, a page
+    // that cannot be placed) is final.
+    auto broke = [&](const Error& e) -> Result<void> {
+        recoverable = true;
+        return std::unexpected(e);
     };
     while (!postcopy_complete()) {
         if (urgent_) {
             // The last page may come on the other connection: look up now and then.
             if (auto e = urgent_error()) {
-                stop_urgent();
-                return fail(Domain::Migration, *e);
+                recoverable = e->recoverable;
+                return fail(Domain::Migration, e->why);
             }
             auto ready = ch_->wait_readable(std::chrono::milliseconds(50));
-            if (!ready) {
-                stop_urgent();
-                return std::unexpected(ready.error());
-            }
+            if (!ready) return broke(ready.error());
             if (!*ready) continue;
         }
-        auto ok = recv_section_into(*ch_, s);
-        if (ok && s.kind == SectionKind::Error) ok = fail(Domain::Migration, "the source reported: " + error_reason(s));
-        if (ok && s.kind != SectionKind::RamBatch)
-            ok = fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
-        if (ok && urgent_ && s.instance == kRamAnswer)
-            ok = fail(Domain::Migration, "stream: an answer on the main connection (postcopy-preempt sends them on the second)");
-        if (ok) ok = place_postcopy_batch(s, scratch_);
-        if (!ok) {
-            stop_urgent();
-            return ok;
-        }
+        if (auto ok = recv_section_into(*ch_, s); !ok) return broke(ok.error());
+        if (s.kind == SectionKind::Error) return fail(Domain::Migration, "the source reported: " + error_reason(s));
+        if (s.kind != SectionKind::RamBatch)
+            return fail(Domain::Migration, fmt::format("stream: unexpected {} section during postcopy", section_name(s.kind)));
+        if (urgent_ && s.instance == kRamAnswer)
+            return fail(Domain::Migration, "stream: an answer on the main connection (postcopy-preempt sends them on the second)");
+        if (auto ok = place_postcopy_batch(s, scratch_); !ok) return ok;
     }
     stop_urgent();
-    if (auto e = urgent_error()) return fail(Domain::Migration, *e);
-    if (auto ok = send_section(*ch_, SectionKind::PostcopyDone, 0, std::span<const uint8_t>()); !ok) return ok;
-    auto fs = postcopy_in_->fault_stats();
-    logger("mig")->info("postcopy complete: {} faults, {} pages requested", fs.faults, fs.requests);
-    return postcopy_in_->finish();
+    if (auto e = urgent_error()) {
+        recoverable = e->recoverable;
+        return fail(Domain::Migration, e->why);
+    }
+    return {};
+}
+
+Result<uint16_t> MigrationDestination::recover(const TcpAddress& addr) {
+    auto st = stats_.get().status;
+    if (st != MigrationStatus::PostcopyPaused)
+        return fail(Domain::Migration, fmt::format("migrate-recover: no postcopy migration is paused here (it is {})",
+                                                   migration_status_name(st)));
+    auto l = Listener::listen(addr);
+    if (!l) return std::unexpected(l.error());
+    uint16_t port = l->port();
+    std::lock_guard lock(recover_mu_);
+    recover_listener_ = std::make_unique<Listener>(std::move(*l));
+    logger("mig")->info("postcopy recovery: waiting for the source on {}:{}", addr.host, port);
+    return port;
+}
+
+Result<void> MigrationDestination::pause_postcopy() {
+    auto st = stats_.get().status;
+    if (st != MigrationStatus::PostcopyActive)
+        return fail(Domain::Migration, fmt::format("migrate-pause: only a postcopy migration can be paused (this one is {})",
+                                                   migration_status_name(st)));
+    std::lock_guard lock(ch_mu_);
+    if (ch_) ch_->cancel();
+    if (urgent_) urgent_->cancel();
+    return {};
+}
+
+// Waits for migrate-recover's listener, then for a connection that presents this
+// migration's token (others are told "refused" and dropped). A newer migrate-recover
+// replaces the listener. Only cancel ends the wait.
+Result<Channel> MigrationDestination::accept_resume() {
+    std::unique_ptr<Listener> l;
+    for (;;) {
+        if (cancel_) return fail(Domain::Migration, "cancelled while postcopy was paused");
+        {
+            std::lock_guard lock(recover_mu_);
+            if (recover_listener_) l = std::move(recover_listener_);
+        }
+        if (!l) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            continue;
+        }
+        auto ch = l->accept(std::chrono::milliseconds(100));
+        if (!ch) continue;  // none yet (or the listener failed: a new migrate-recover replaces it)
+        (void)ch->set_receive_timeout(kHeaderWait);
+        auto s = recv_section(*ch);
+        auto token = s ? resume_token(*s) : Result<uint64_t>(std::unexpected(s.error()));
+        if (token && *token == token_) {
+            l->close();
+            return std::move(*ch);
+        }
+        logger("mig")->warn("postcopy recovery: dropped a connection that did not present this migration's token");
+        (void)send_error(*ch, "refused", kErrorFailed, std::chrono::milliseconds(500));
+    }
+}
+
+// The connection broke: pause (the guest runs on; what it lacks it waits for), and
+// wait for a recovery. The pages stay; the fault thread goes on noting faults.
+Result<void> MigrationDestination::recover_postcopy(const std::string& why) {
+    auto log = logger("mig");
+    stop_urgent();
+    {
+        std::lock_guard lock(ch_mu_);
+        ch_->cancel();
+        if (urgent_) urgent_->cancel();
+    }
+    postcopy_in_->set_channel(nullptr);  // the fault thread's send returned (cancelled) or waits for nothing
+    {
+        std::lock_guard lock(ch_mu_);
+        ch_.reset();
+        urgent_.reset();  // after a recovery, answers come on the one connection
+    }
+    {
+        std::lock_guard lock(urgent_mu_);
+        urgent_error_.reset();
+    }
+    stats_.update([&](MigrationStats& s) {
+        s.postcopy_pauses++;
+        s.pause_reason = why;
+    });
+    set_status(MigrationStatus::PostcopyPaused);
+    log->warn("postcopy paused: {}. The guest runs on here and keeps its pages; a vCPU that touches a page not here yet "
+              "waits for it. Recover: QMP migrate-recover here, then migrate with \"resume\": true on the source",
+              why);
+    for (;;) {
+        auto ch = accept_resume();
+        if (!ch) return std::unexpected(ch.error());
+        set_status(MigrationStatus::PostcopyRecover);
+        (void)ch->set_receive_timeout(timeouts_.stall);
+        (void)ch->set_send_timeout(timeouts_.stall);
+        postcopy_in_->forget_staged();  // no thread places now
+        auto ok = send_received_bitmap(*ch, *received_);
+        if (ok) {
+            (void)ch->set_receive_buffer(postcopy_receive_buffer());
+            {
+                std::lock_guard lock(ch_mu_);
+                ch_ = std::make_unique<Channel>(std::move(*ch));
+                if (cancel_) return fail(Domain::Migration, "cancelled");
+            }
+            postcopy_in_->set_channel(ch_.get());
+            ok = postcopy_in_->ask_waiting();
+            if (ok) {
+                set_status(MigrationStatus::PostcopyActive);
+                log->info("postcopy recovered: {} of {} pages here", received_->count(), index_.total());
+                return {};
+            }
+            postcopy_in_->set_channel(nullptr);
+            std::lock_guard lock(ch_mu_);
+            ch_.reset();
+        }
+        log->warn("postcopy recovery failed: {}; still paused (migrate-recover and resume again)", ok.error().message());
+        set_status(MigrationStatus::PostcopyPaused);
+    }
 }
 
 Result<void> MigrationDestination::restore() {

@@ -11,12 +11,19 @@
 //             fault thread (migration/postcopy_incoming.hpp); reply Ready; Go: start
 //             the vCPUs, reply Resumed
 //   postcopy  ram-batch: placed with UFFDIO_COPY/ZEROPAGE; when every page is here,
-//             postcopy-done, unregister, collapse huge pages
+//             postcopy-done, unregister, collapse huge pages. When the connection
+//             breaks (closed, stalled, a bad checksum, migrate-pause): postcopy-paused;
+//             the guest runs on, a vCPU on a missing page waits; migrate-recover
+//             listens for the source's resume; the handshake (migration/recovery.hpp)
+//             sends the received bitmap; faults waiting are asked again; postcopy
+//             goes on
 //   complete / failed
 //
 // A bitmap records every page received. The guest never runs before Go. A failure
-// before Go leaves the machine never started; one during postcopy stops the guest
-// (its RAM is incomplete). Either way the owner exits with an error.
+// before Go leaves the machine never started; one during postcopy that no recovery
+// can mend (the source reported a failure, a protocol violation, a page that cannot
+// be placed, cancel) stops the guest (its RAM is incomplete). Either way the owner
+// exits with an error.
 #pragma once
 
 #include <atomic>
@@ -57,6 +64,11 @@ public:
     // The postcopy fault figures (nullopt before postcopy began).
     std::optional<PostcopyFaultStats> fault_stats() const;
     uint16_t port() const { return listener_.port(); }
+    // migrate-recover: listens on `addr` for the source's recovery connection, while
+    // postcopy is paused here (again: the new address replaces the last). The port.
+    Result<uint16_t> recover(const TcpAddress& addr);
+    // migrate-pause: breaks the postcopy connection(s) on purpose (postcopy-active).
+    Result<void> pause_postcopy();
 
     enum class Phase { Setup, Precopy, Device, Postcopy, Complete, Failed };
     static const char* phase_name(Phase p);
@@ -72,6 +84,12 @@ private:
     Result<void> on_device(Section& s, bool& done);
     Result<void> switch_over();
     Result<void> receive_postcopy();
+    // Until every page is here, or a failure (`recoverable`: the connection's).
+    Result<void> postcopy_stream(bool& recoverable);
+    // Paused until a recovery connection is in and its handshake done, or cancel.
+    Result<void> recover_postcopy(const std::string& why);
+    Result<Channel> accept_resume();
+    void stop_urgent();
     Result<void> place_batch(const Section& s);
     Result<void> accept_urgent_channel(uint64_t token);
     Result<void> place_postcopy_batch(const Section& s, std::vector<DecodedPage>& scratch);
@@ -91,7 +109,14 @@ private:
     std::thread urgent_thread_;
     std::atomic<bool> urgent_stop_{false};
     std::mutex urgent_mu_;
-    std::optional<std::string> urgent_error_;
+    struct UrgentError {
+        std::string why;
+        bool recoverable;  // the connection broke (not a protocol violation)
+    };
+    std::optional<UrgentError> urgent_error_;
+    uint64_t token_ = 0;  // this migration's, from the ack: presented by resume
+    std::mutex recover_mu_;
+    std::unique_ptr<Listener> recover_listener_;  // from migrate-recover, not yet taken
     std::mutex place_mu_;  // postcopy placement: one connection at a time
 
     std::vector<std::optional<VcpuState>> vcpus_;

@@ -43,6 +43,16 @@ uint64_t AtomicBitmap::next_clear(uint64_t from) const {
     return bits_;
 }
 
+void AtomicBitmap::assign(std::span<const uint64_t> words) {
+    uint64_t n = 0;
+    for (size_t w = 0; w < words_.size(); ++w) {
+        uint64_t v = w < words.size() ? words[w] : 0;
+        words_[w].store(v, std::memory_order_release);
+        n += static_cast<uint64_t>(__builtin_popcountll(v));
+    }
+    count_.store(n, std::memory_order_relaxed);
+}
+
 std::optional<uint64_t> PageCursor::next() {
     uint64_t i = sent_.next_clear(pos_);
     if (i == sent_.size() && pos_ > 0) i = sent_.next_clear(0);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "memory/guest_memory.hpp"
@@ -52,6 +53,11 @@ public:
     uint64_t count() const { return count_.load(std::memory_order_relaxed); }
     // The first clear bit at or after `from`, or size() when there is none.
     uint64_t next_clear(uint64_t from) const;
+    // The bits 64 at a time (bit i of word w: bit w*64+i), for copying whole.
+    size_t words() const { return words_.size(); }
+    uint64_t word(size_t w) const { return words_[w].load(std::memory_order_acquire); }
+    // Makes this bitmap equal to `words` (words() of them; bits past size() zero).
+    void assign(std::span<const uint64_t> words);
 
 private:
     static uint64_t bit(uint64_t i) { return 1ull << (i % 64); }

@@ -31,7 +31,7 @@ uint64_t thp_bytes(const GuestMemory& mem) {
 }  // namespace
 
 PostcopyIncoming::PostcopyIncoming(Machine& m, Channel& ch, Userfault uffd, const PageIndex& index, AtomicBitmap& received)
-    : m_(m), ch_(ch), uffd_(std::move(uffd)), stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), index_(index), received_(received),
+    : m_(m), ch_(&ch), uffd_(std::move(uffd)), stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), index_(index), received_(received),
       requested_(index.total()), lazy_zero_(index.total()), received_count_(received.count()),
       unit_(m.config().backend == Backend::Hugetlbfs ? kHugePageSize / kPageSize : 1) {}
 
@@ -159,13 +159,45 @@ void PostcopyIncoming::fault_loop() {
                 }
             }
         }
-        if (!ask.empty()) {
-            if (auto ok = send_section(ch_, SectionKind::PageRequest, 0, encode_page_runs(ask)); !ok) {
-                log->error("postcopy: cannot ask the source for pages: {}", ok.error().message());
-                return;
-            }
+        if (!ask.empty()) send_requests(ask);
+    }
+}
+
+// Asks on the current connection, if any. A failed send leaves the pages requested:
+// the connection is broken, and ask_waiting() asks again once it is recovered.
+void PostcopyIncoming::send_requests(const std::vector<PageRun>& ask) {
+    std::lock_guard lock(ch_mu_);
+    if (!ch_) return;
+    if (auto ok = send_section(*ch_, SectionKind::PageRequest, 0, encode_page_runs(ask)); !ok) {
+        logger("mig")->warn("postcopy: cannot ask the source for pages: {}", ok.error().message());
+        ch_ = nullptr;
+    }
+}
+
+void PostcopyIncoming::set_channel(Channel* ch) {
+    std::lock_guard lock(ch_mu_);
+    ch_ = ch;
+}
+
+Result<void> PostcopyIncoming::ask_waiting() {
+    std::vector<PageRun> ask;
+    {
+        std::lock_guard lock(mu_);
+        for (const auto& [page, since] : waiting_) {
+            auto [r, idx] = index_.locate(page);
+            auto [first, n] = unit_of(r, idx);
+            ask.push_back({index_.gpa_of(first), static_cast<uint32_t>(n)});
         }
     }
+    for (size_t i = 0; i < ask.size(); i += kMaxRunsPerSection) {
+        std::vector<PageRun> part(ask.begin() + static_cast<ptrdiff_t>(i),
+                                  ask.begin() + static_cast<ptrdiff_t>(std::min(ask.size(), i + kMaxRunsPerSection)));
+        std::lock_guard lock(ch_mu_);
+        if (!ch_) return fail(Domain::Migration, "postcopy: no connection to ask for pages on");
+        if (auto ok = send_section(*ch_, SectionKind::PageRequest, 0, encode_page_runs(part)); !ok) return ok;
+    }
+    if (!ask.empty()) logger("mig")->info("postcopy: asked again for {} page(s) faults wait for", ask.size());
+    return {};
 }
 
 Result<void> PostcopyIncoming::place(const DecodedPage& p) {

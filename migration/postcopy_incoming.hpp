@@ -19,6 +19,11 @@
 //               collapse guest RAM back into huge pages (MADV_COLLAPSE).
 //   abort():    on failure: stop the fault thread and close the userfaultfd, which
 //               releases every waiting thread (the guest is not to run on).
+//   recovery:   when the connection breaks, set_channel(nullptr): the fault thread goes
+//               on noting faults (vCPUs on missing pages wait) but asks nothing; a
+//               failed request does the same. After a recovery, set_channel(new) and
+//               ask_waiting() asks again for every page a fault waits for; forget_staged()
+//               drops partly staged 2 MiB pages, which the source sends again whole.
 #pragma once
 
 #include <chrono>
@@ -43,6 +48,10 @@ public:
     ~PostcopyIncoming() override;
 
     Result<void> prepare();
+    // The connection page requests go on (nullptr: none, while postcopy is paused).
+    void set_channel(Channel* ch);
+    Result<void> ask_waiting();
+    void forget_staged() { staged_.clear(); }  // with the receiving threads stopped
     // The instance of the batch whose pages are placed next (kRamAnswer: each page must
     // have been requested).
     void set_batch_kind(uint32_t instance) { batch_instance_ = instance; }
@@ -61,6 +70,7 @@ private:
     void on_placed(uint64_t page, Clock::time_point now);  // under mu_
     void mark_placed(uint64_t first, uint64_t n);
     void stop_thread();
+    void send_requests(const std::vector<PageRun>& ask);
     Result<void> drop_missing();
     Result<void> stage(const DecodedPage& p, uint64_t page);  // hugetlbfs
     // The placement unit holding a page of region `region` at `index`: first global page, count.
@@ -77,7 +87,8 @@ private:
     static constexpr size_t kMaxStaged = 4;
 
     Machine& m_;
-    Channel& ch_;
+    std::mutex ch_mu_;  // ch_ against set_channel(); held across a request's send
+    Channel* ch_;
     Userfault uffd_;
     Fd stop_;
     const PageIndex& index_;

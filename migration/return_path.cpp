@@ -25,6 +25,10 @@ void ReturnPath::run() {
     Section s{};
     for (;;) {
         if (auto ok = recv_section_into(ch_, s); !ok) {
+            {
+                std::lock_guard lock(mu_);
+                ev_.connection_broke = ev_.error.empty();
+            }
             broke("the destination's connection broke: " + ok.error().message());
             return;
         }

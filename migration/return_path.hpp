@@ -33,6 +33,7 @@ public:
         std::optional<Clock::time_point> resumed_at;
         bool postcopy_done = false;
         std::string error;  // the destination's reason, or why the path broke
+        bool connection_broke = false;  // the error is the connection's (closed, reset, bad checksum)
         bool not_started = false;  // the destination said it never started the guest
     };
     // Waits until `pred(events)` holds, the path broke (error), or `timeout`; returns

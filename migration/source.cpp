@@ -51,6 +51,10 @@ void MigrationSource::start() {
 
 void MigrationSource::cancel() {
     cancel_ = true;
+    {
+        std::lock_guard lock(resume_mu_);
+        resume_cv_.notify_all();
+    }
     std::lock_guard lock(ch_mu_);
     if (ch_) ch_->cancel();
     if (urgent_) urgent_->cancel();
@@ -89,6 +93,7 @@ void MigrationSource::run() {
     // only this thread replaces ch_, and cancel() may shut it down meanwhile), drop the
     // connection, and decide by what the destination confirmed.
     auto ev = back_ ? back_->events() : ReturnPath::Events{};
+    if (!ev.resumed_at) ev.resumed_at = dest_resumed_at_;  // said on a connection since lost
     if (ch_) (void)send_error(*ch_, cancelled() ? "the source cancelled the migration" : result.error().message());
     close_channel();
     std::string outcome;
@@ -145,15 +150,14 @@ Result<void> MigrationSource::migrate() {
     // From here the reader thread waits on the destination, which may be silent for a
     // whole round: dead peers are found by keepalive and TCP_USER_TIMEOUT.
     (void)ch_->set_receive_timeout(std::chrono::milliseconds(0));
-    uint64_t token = 0;
-    auto caps = decode_caps(ack->payload, &token);
+    auto caps = decode_caps(ack->payload, &token_);
     if (!caps) return std::unexpected(caps.error());
     postcopy_ok_ = (*caps & kCapPostcopy) != 0;
     unit_pages_ = postcopy_ok_ && (*caps & kCapHugePages) ? kHugePageSize / kPageSize : 1;
     if (start_params.postcopy && !postcopy_ok_) return fail(Domain::Migration, "the destination does not accept postcopy");
     if (start_params.postcopy_preempt) {
         if (!(*caps & kCapUrgentChannel)) return fail(Domain::Migration, "the destination does not accept postcopy-preempt");
-        if (auto ok = connect_urgent_channel(token); !ok) return ok;
+        if (auto ok = connect_urgent_channel(token_); !ok) return ok;
     }
     index_ = PageIndex(m_.memory());
     sent_ = std::make_unique<AtomicBitmap>(index_.total());

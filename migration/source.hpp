@@ -14,6 +14,11 @@
 //   postcopy-active (source_postcopy.cpp): answer page requests first; between
 //            them push the pages not yet sent, from a cursor that jumps to the last
 //            requested page and wraps; then wait for PostcopyDone
+//   postcopy-paused: the postcopy connection broke (closed, stalled, a bad checksum,
+//            migrate-pause): every page the destination lacks is still here; resume()
+//            (QMP migrate with "resume": true, after migrate-recover on the
+//            destination) connects again, learns which pages arrived
+//            (migration/recovery.hpp), and postcopy goes on from there
 //   completed: the source stays paused (its owner exits or keeps it, --keep-source)
 //
 // Any failure before Go (connection lost, destination refused or died, cancel) leaves
@@ -24,9 +29,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
 
@@ -55,6 +62,13 @@ public:
     void set_params(const MigrationParams& p);
     // migrate-start-postcopy: switch at the next decision (needs params.postcopy).
     void start_postcopy() { postcopy_requested_ = true; }
+    // migrate with "resume": true: recover a paused postcopy through `to`.
+    Result<void> resume(const TcpAddress& to);
+    // migrate-pause: breaks the postcopy connection(s) on purpose (postcopy-active).
+    Result<void> pause_postcopy();
+    // The destination is known to run the guest (it said resumed, or asked for pages):
+    // a paused postcopy may then not be given up here.
+    bool destination_runs() const { return dest_runs_; }
 
 private:
     using Clock = std::chrono::steady_clock;
@@ -70,6 +84,11 @@ private:
     Result<void> switch_to_postcopy(std::vector<std::vector<uint64_t>>& dirty);
     Result<void> send_discards(const std::vector<std::vector<uint64_t>>& dirty);
     Result<void> serve_postcopy();
+    // Until the destination has every page, or a failure (`recoverable`: the connection's).
+    Result<void> stream_postcopy(bool& recoverable);
+    // Paused until resume() brings a connection whose handshake is done, or cancel.
+    Result<void> recover_postcopy(const std::string& why);
+    Result<void> reconnect(const TcpAddress& to);
     std::chrono::milliseconds background_pace() const;
     // A postcopy RAM batch being filled (by one thread): its table, its data pages in
     // guest RAM, and which pages of one chunk the host backs (memory/residency.hpp).
@@ -124,6 +143,13 @@ private:
     std::atomic<int64_t> jump_to_{-1};  // the answer thread's last request, for the cursor
     std::mutex answer_mu_;
     std::string answer_error_;
+    std::atomic<bool> io_broke_{false};  // a send failed: the connection is broken
+    uint64_t token_ = 0;                 // from the ack: presented by resume
+    std::mutex resume_mu_;
+    std::condition_variable resume_cv_;
+    std::optional<TcpAddress> resume_to_;
+    std::optional<Clock::time_point> dest_resumed_at_;  // kept across recoveries
+    std::atomic<bool> dest_runs_{false};
     std::unique_ptr<DirtyTracker> dirty_;
     std::unique_ptr<ReturnPath> back_;
     PageIndex index_;

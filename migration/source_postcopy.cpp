@@ -153,7 +153,10 @@ Result<void> MigrationSource::send_pages(const PostcopyBatch& b, uint32_t instan
     pieces.emplace_back(reinterpret_cast<const uint8_t*>(b.entries.data()), b.entries.size() * 8);
     pieces.insert(pieces.end(), b.data.begin(), b.data.end());
     auto before = ch.bytes_sent();
-    if (auto ok = send_section(ch, SectionKind::RamBatch, instance, pieces); !ok) return ok;
+    if (auto ok = send_section(ch, SectionKind::RamBatch, instance, pieces); !ok) {
+        io_broke_ = true;
+        return ok;
+    }
     uint64_t sent = ch.bytes_sent() - before;
     if (&ch == ch_.get()) round_bytes_ += sent;  // the migration thread's own count (pacing)
     uint64_t data = b.data.size(), zero = b.entries.size() - b.data.size();
@@ -212,6 +215,32 @@ void MigrationSource::answer_loop() {
 }
 
 Result<void> MigrationSource::serve_postcopy() {
+    for (;;) {
+        bool recoverable = false;
+        auto ok = stream_postcopy(recoverable);
+        if (ok) break;
+        // Whether the destination runs the guest: it said resumed, or asked for pages.
+        if ((back_ && back_->events().resumed_at) || answered_ > 0) dest_runs_ = true;
+        if (!recoverable || cancelled()) return ok;
+        if (auto r = recover_postcopy(ok.error().message()); !r) return r;
+    }
+    auto resumed = back_->events().resumed_at;
+    if (!resumed) resumed = dest_resumed_at_;
+    auto end = Clock::now();
+    stats_.update([&](MigrationStats& s) {
+        if (resumed) s.downtime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(*resumed - paused_at_).count());
+        s.ram_remaining = 0;
+        s.postcopy_requests = answered_;
+        auto secs = std::chrono::duration<double>(end - round_start_).count();
+        if (secs > 0 && round_bytes_ >= (1u << 20)) s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6;
+    });
+    logger("mig")->info("postcopy complete: {} pages answered on request, downtime {} us", answered_.load(),
+                        resumed ? std::chrono::duration_cast<std::chrono::microseconds>(*resumed - paused_at_).count() : -1);
+    m_.set_postmigrate();
+    return {};
+}
+
+Result<void> MigrationSource::stream_postcopy(bool& recoverable) {
     // One connection: little may queue ahead of an answer. With a second connection for
     // the answers (postcopy-preempt) the background stream fills its own pipe.
     if (!urgent_) (void)ch_->set_unsent_limit(kUnsentLimit);
@@ -230,10 +259,19 @@ Result<void> MigrationSource::serve_postcopy() {
             if (t.joinable()) t.join();
         }
     } joiner{answers_stop_, answers};
+    // A failure of a connection (closed, reset, stalled, a bad checksum, a send that
+    // failed) can be recovered; the destination's own error or a bad request cannot.
+    auto broke = [&](Result<void> r) {
+        recoverable = io_broke_;
+        return r;
+    };
     for (;;) {
         if (cancelled()) return fail(Domain::Migration, "cancelled after the switch-over");
         auto ev = back_->events();
-        if (!ev.error.empty()) return fail(Domain::Migration, ev.error);
+        if (!ev.error.empty()) {
+            recoverable = ev.connection_broke;
+            return fail(Domain::Migration, ev.error);
+        }
         bool all_sent = sent_->count() == index_.total();
         // max-postcopy-bandwidth paces the background stream; a request ends the wait at once.
         auto pace = background_pace();
@@ -241,7 +279,7 @@ Result<void> MigrationSource::serve_postcopy() {
         if (urgent_) {
             {
                 std::lock_guard lock(answer_mu_);
-                if (!answer_error_.empty()) return fail(Domain::Migration, answer_error_);
+                if (!answer_error_.empty()) return broke(fail(Domain::Migration, answer_error_));
             }
             // The background stream goes on from the last fault: the guest's locality.
             if (auto j = jump_to_.exchange(-1); j >= 0) cursor.jump(static_cast<uint64_t>(j));
@@ -251,7 +289,7 @@ Result<void> MigrationSource::serve_postcopy() {
             auto requests = back_->take_requests(wait);
             if (!requests.empty()) {
                 auto after = answer(requests, batch, *ch_);
-                if (!after) return std::unexpected(after.error());
+                if (!after) return broke(std::unexpected(after.error()));
                 cursor.jump(*after);  // the guest's locality
                 continue;
             }
@@ -260,8 +298,10 @@ Result<void> MigrationSource::serve_postcopy() {
             // The source keeps its copy until the destination confirms every page.
             if (back_->events().postcopy_done) break;
             if (!all_sent_at) all_sent_at = Clock::now();
-            if (Clock::now() - *all_sent_at > std::max<Clock::duration>(params().timeouts.stall, kDoneTimeout))
+            if (Clock::now() - *all_sent_at > std::max<Clock::duration>(params().timeouts.stall, kDoneTimeout)) {
+                recoverable = true;  // stalled: a recovery learns what arrived
                 return fail(Domain::Migration, "the destination did not confirm that it has every page");
+            }
             continue;
         }
         if (background_pace().count() > 0) continue;  // woken early: keep pacing
@@ -274,24 +314,12 @@ Result<void> MigrationSource::serve_postcopy() {
             auto page = cursor.next();
             if (!page) break;
             auto [first, n] = unit_of(*page);
-            if (auto ok = add_unit(batch, *page, kRamPushed, pushed, *ch_); !ok) return ok;
+            if (auto ok = add_unit(batch, *page, kRamPushed, pushed, *ch_); !ok) return broke(ok);
             cursor.jump(first + n);
             if (n > 1 || pushed > 0) break;  // a whole 2 MiB page, or a full batch went out: look for requests
         }
-        if (auto ok = send_pages(batch, kRamPushed, *ch_); !ok) return ok;
+        if (auto ok = send_pages(batch, kRamPushed, *ch_); !ok) return broke(ok);
     }
-    auto resumed = back_->events().resumed_at;
-    auto end = Clock::now();
-    stats_.update([&](MigrationStats& s) {
-        if (resumed) s.downtime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(*resumed - paused_at_).count());
-        s.ram_remaining = 0;
-        s.postcopy_requests = answered_;
-        auto secs = std::chrono::duration<double>(end - round_start_).count();
-        if (secs > 0 && round_bytes_ >= (1u << 20)) s.mbps = static_cast<double>(round_bytes_) * 8 / secs / 1e6;
-    });
-    logger("mig")->info("postcopy complete: {} pages answered on request, downtime {} us", answered_.load(),
-                        resumed ? std::chrono::duration_cast<std::chrono::microseconds>(*resumed - paused_at_).count() : -1);
-    m_.set_postmigrate();
     return {};
 }
 

@@ -9,6 +9,8 @@ const char* migration_status_name(MigrationStatus s) {
         case MigrationStatus::Active: return "active";
         case MigrationStatus::Device: return "device";
         case MigrationStatus::PostcopyActive: return "postcopy-active";
+        case MigrationStatus::PostcopyPaused: return "postcopy-paused";
+        case MigrationStatus::PostcopyRecover: return "postcopy-recover";
         case MigrationStatus::Completed: return "completed";
         case MigrationStatus::Failed: return "failed";
         case MigrationStatus::Cancelling: return "cancelling";

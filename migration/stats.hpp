@@ -12,8 +12,11 @@
 
 namespace ferry {
 
-// QEMU's MigrationStatus names.
-enum class MigrationStatus { None, Setup, Active, Device, PostcopyActive, Completed, Failed, Cancelling, Cancelled };
+// QEMU's MigrationStatus names. postcopy-paused: a postcopy connection broke, both
+// sides wait for a recovery; postcopy-recover: a recovery connection is being set up.
+enum class MigrationStatus {
+    None, Setup, Active, Device, PostcopyActive, PostcopyPaused, PostcopyRecover, Completed, Failed, Cancelling, Cancelled
+};
 const char* migration_status_name(MigrationStatus s);
 bool migration_finished(MigrationStatus s);
 
@@ -77,6 +80,8 @@ struct MigrationStats {
     uint64_t dirty_pages_rate = 0;// pages dirtied per second in the last round
     uint64_t postcopy_requests = 0;  // pages the destination asked for (source: answered)
     bool postcopy_switched = false;  // the migration went to postcopy
+    uint32_t postcopy_pauses = 0;    // times its postcopy connection broke (each recovered, or the last not)
+    std::string pause_reason;        // why it paused last
 };
 
 class MigrationStatsBox {

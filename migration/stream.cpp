@@ -16,7 +16,7 @@ constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxErrorLen = 4096;
 
 bool known_kind(uint16_t k) {
-    return (k >= 1 && k <= 3) || (k >= 5 && k <= 20);
+    return (k >= 1 && k <= 3) || (k >= 5 && k <= 23);
 }
 }  // namespace
 
@@ -41,6 +41,9 @@ const char* section_name(SectionKind k) {
         case SectionKind::UrgentHello: return "urgent-hello";
         case SectionKind::BootInfo: return "boot-info";
         case SectionKind::BootImage: return "boot-image";
+        case SectionKind::Resume: return "resume";
+        case SectionKind::ReceivedBitmap: return "received-bitmap";
+        case SectionKind::ResumeAck: return "resume-ack";
     }
     return "?";
 }
@@ -315,21 +318,25 @@ Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<
     return runs;
 }
 
-std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t urgent_token) {
+namespace {
+bool has_token(uint32_t caps) { return caps & (kCapPostcopy | kCapUrgentChannel); }
+}  // namespace
+
+std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t token) {
     StateWriter w;
     w.put(caps);
-    if (caps & kCapUrgentChannel) w.put(urgent_token);
+    if (has_token(caps)) w.put(token);
     return w.take();
 }
 
-Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* urgent_token) {
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* token_out) {
     if (payload.empty()) return 0u;
     StateReader r(payload);
     uint32_t caps = 0;
     uint64_t token = 0;
-    if (!r.get(caps) || ((caps & kCapUrgentChannel) && !r.get(token)) || !r.at_end())
+    if (!r.get(caps) || (has_token(caps) && !r.get(token)) || !r.at_end())
         return fail(Domain::Migration, "header-ack: malformed capabilities");
-    if (urgent_token) *urgent_token = token;
+    if (token_out) *token_out = token;
     return caps;
 }
 

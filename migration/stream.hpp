@@ -48,6 +48,9 @@ enum class SectionKind : uint16_t {
     UrgentHello = 18,   // src -> dst, first on the second connection: the ack's token
     BootInfo = 19,      // src -> dst, after the header-ack: what a reset goes back to
     BootImage = 20,     // src -> dst: a chunk of the kernel, the initrd or the vCPUs' power-on state
+    Resume = 21,          // src -> dst, first on a postcopy recovery connection: the ack's token
+    ReceivedBitmap = 22,  // dst -> src (recovery): a slice of the bitmap of pages the destination holds
+    ResumeAck = 23,       // dst -> src (recovery): the bitmap is complete; its page count
 };
 const char* section_name(SectionKind k);
 
@@ -56,7 +59,9 @@ const char* section_name(SectionKind k);
 //    postcopy-done sections.
 // 4: boot-info and boot-image sections (the power-on state and the boot images, so a
 //    migrated guest can be reset), and the urgent-hello of postcopy-preempt.
-inline constexpr uint32_t kStreamVersion = 4;
+// 5: postcopy recovery (resume, received-bitmap and resume-ack sections); the ack of a
+//    postcopy migration always carries its token.
+inline constexpr uint32_t kStreamVersion = 5;
 // Capability bits, in the header (what the source asks for) and the header-ack (what
 // the destination accepts).
 inline constexpr uint32_t kCapPostcopy = 1;
@@ -189,9 +194,10 @@ std::vector<uint8_t> encode_page_runs(std::span<const PageRun> runs);
 Result<std::vector<PageRun>> decode_page_runs(const GuestMemory& mem, std::span<const uint8_t> payload);
 
 // The header-ack's payload: the capabilities the destination accepts, and with
-// kCapUrgentChannel the token the source's second connection must present (its
-// urgent-hello section's payload: the same 8 bytes).
-std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t urgent_token = 0);
-Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* urgent_token = nullptr);
+// kCapPostcopy the migration's token: what the source's second connection
+// (postcopy-preempt, its urgent-hello) and a recovery connection (its resume section)
+// must present, the same 8 bytes.
+std::vector<uint8_t> encode_caps(uint32_t caps, uint64_t token = 0);
+Result<uint32_t> decode_caps(std::span<const uint8_t> payload, uint64_t* token = nullptr);
 
 }  // namespace ferry

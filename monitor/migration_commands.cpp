@@ -65,6 +65,9 @@ nlohmann::json query_migrate_json(const MigrationStats& s, const std::optional<P
         j["postcopy-vcpu-blocktime"] = faults->vcpu_blocktime_ms;
     }
     if (s.status == MigrationStatus::Failed && !s.error.empty()) j["error-desc"] = s.error;
+    // Why a postcopy paused (QEMU reports it so too), and how often it did.
+    if (s.status == MigrationStatus::PostcopyPaused && !s.pause_reason.empty()) j["error-desc"] = s.pause_reason;
+    if (s.postcopy_pauses) j["x-postcopy-pauses"] = s.postcopy_pauses;
     return j;
 }
 
@@ -81,7 +84,11 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                        [c](const nlohmann::json& args, CallContext&) -> QmpResult {
                            if (args.value("blk", false) || args.value("inc", false))
                                return qmp_error("ferry does not migrate block devices ('blk'/'inc')");
-                           if (args.value("resume", false)) return qmp_error("ferry has no paused postcopy migration to resume");
+                           if (args.value("resume", false)) {
+                               if (auto ok = c->resume_outgoing(args.at("uri").get<std::string>()); !ok)
+                                   return qmp_error(ok.error().message());
+                               return nlohmann::json::object();
+                           }
                            if (auto ok = c->start_outgoing(args.at("uri").get<std::string>()); !ok)
                                return qmp_error(ok.error().message());
                            return nlohmann::json::object();
@@ -97,9 +104,25 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                        }});
         !ok)
         return ok;
+    if (auto ok = add({"migrate-recover",
+                       {{"uri", ArgType::string()}},
+                       [c](const nlohmann::json& args, CallContext&) -> QmpResult {
+                           auto port = c->recover_incoming(args.at("uri").get<std::string>());
+                           if (!port) return qmp_error(port.error().message());
+                           return nlohmann::json::object();
+                       }});
+        !ok)
+        return ok;
+    if (auto ok = add({"migrate-pause", {},
+                       [c](const nlohmann::json&, CallContext&) -> QmpResult {
+                           if (auto ok = c->pause_postcopy(); !ok) return qmp_error(ok.error().message());
+                           return nlohmann::json::object();
+                       }});
+        !ok)
+        return ok;
     if (auto ok = add({"migrate_cancel", {},
                        [c](const nlohmann::json&, CallContext&) -> QmpResult {
-                           c->cancel_outgoing();
+                           if (auto ok = c->cancel_outgoing(); !ok) return qmp_error(ok.error().message());
                            return nlohmann::json::object();
                        }});
         !ok)

@@ -1,7 +1,13 @@
 // The QMP migration commands, in QEMU's names and shapes:
 //   migrate {"uri"}                 start an outgoing migration (returns at once)
+//   migrate {"uri", "resume": true} source, postcopy-paused: go on through a new connection
 //   migrate-incoming {"uri"}        receive one (a guest started with --incoming defer)
+//   migrate-recover {"uri"}         destination, postcopy-paused: listen there for the
+//                                   source's resume (again: the new address replaces the last)
+//   migrate-pause                   either side, postcopy-active: break the connection on
+//                                   purpose (both sides pause, recoverable)
 //   migrate_cancel                  cancel the outgoing migration; the guest runs on here
+//                                   (refused in postcopy: the destination needs the pages)
 //   migrate-set-capabilities {"capabilities": [{"capability", "state"}]}
 //                                   events (MIGRATION events), postcopy-ram (may switch
 //                                   to postcopy), postcopy-blocktime (accepted; ferry
@@ -22,7 +28,8 @@
 //                                   setup-time, downtime, expected-downtime, ram{...},
 //                                   postcopy-requests, postcopy-blocktime and
 //                                   postcopy-vcpu-blocktime (destination, in ms),
-//                                   error-desc when failed
+//                                   error-desc when failed (or why postcopy paused),
+//                                   x-postcopy-pauses (times the postcopy connection broke)
 #pragma once
 
 #include <optional>

@@ -92,8 +92,38 @@ Result<uint16_t> MigrationControl::start_incoming(const std::string& uri) {
     return incoming_->port();
 }
 
-void MigrationControl::cancel_outgoing() {
-    if (outgoing_) outgoing_->cancel();
+Result<void> MigrationControl::resume_outgoing(const std::string& uri) {
+    if (!outgoing_) return fail(Domain::Migration, "no outgoing migration to resume");
+    auto addr = parse_tcp_address(uri);
+    if (!addr) return std::unexpected(addr.error());
+    return outgoing_->resume(*addr);
+}
+
+Result<uint16_t> MigrationControl::recover_incoming(const std::string& uri) {
+    if (!incoming_) return fail(Domain::Migration, "no incoming migration to recover");
+    auto addr = parse_tcp_address(uri);
+    if (!addr) return std::unexpected(addr.error());
+    return incoming_->recover(*addr);
+}
+
+Result<void> MigrationControl::pause_postcopy() {
+    if (outgoing_active()) return outgoing_->pause_postcopy();
+    if (incoming_ && !incoming_done_) return incoming_->pause_postcopy();
+    return fail(Domain::Migration, "migrate-pause: no postcopy migration runs here");
+}
+
+Result<void> MigrationControl::cancel_outgoing() {
+    if (!outgoing_) return {};
+    auto st = outgoing_->stats().status;
+    // A paused postcopy may be given up only while nothing shows that the destination
+    // ever ran the guest (then it stays paused here, intact, for cont).
+    bool given_up = st == MigrationStatus::PostcopyPaused && !outgoing_->destination_runs();
+    if (!given_up && (st == MigrationStatus::PostcopyActive || st == MigrationStatus::PostcopyPaused || st == MigrationStatus::PostcopyRecover))
+        return fail(Domain::Migration, "the guest runs on the destination, which still needs pages from here: a postcopy "
+                                       "migration cannot be cancelled (if its connection breaks it pauses, and migrate-recover "
+                                       "with migrate resume mend it; quitting this ferry loses the guest)");
+    outgoing_->cancel();
+    return {};
 }
 
 Result<void> MigrationControl::start_postcopy() {

@@ -47,8 +47,17 @@ public:
     // Listens now (returns the bound port: tcp:HOST:0 picks one) and receives in the
     // background.
     Result<uint16_t> start_incoming(const std::string& uri);
+    // migrate with "resume": true: a paused outgoing postcopy goes on through `uri`.
+    Result<void> resume_outgoing(const std::string& uri);
+    // migrate-recover: a paused incoming postcopy listens on `uri` for the source (the port).
+    Result<uint16_t> recover_incoming(const std::string& uri);
+    // migrate-pause: breaks this side's postcopy connection on purpose (either side).
+    Result<void> pause_postcopy();
     // migrate_cancel: cancels an outgoing migration (QEMU cancels only outgoing ones).
-    void cancel_outgoing();
+    // Refused once it is in postcopy (the guest runs on the destination, which still
+    // needs pages from here), except a paused one whose destination never showed that
+    // it ran the guest.
+    Result<void> cancel_outgoing();
     // The next incoming guest stays paused after it arrived (until QMP cont).
     void set_incoming_paused(bool on) { incoming_paused_ = on; }
     // migrate-start-postcopy (QEMU's errors when postcopy-ram is off or no migration runs).

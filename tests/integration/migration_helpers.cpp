@@ -1,10 +1,13 @@
 // Helpers shared by the migration tests (migration_helpers.hpp).
 #include "migration_helpers.hpp"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <regex>
+#include <thread>
 
 #include "tests/common/elf_builder.hpp"
 
@@ -62,6 +65,71 @@ std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::s
     Process p(argv);
     p.wait_exit(30s);
     return p.out_text();
+}
+
+nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const std::string& args) {
+    auto text = qmp_cmd(qmp, cmd, args);
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    INFO(cmd << ": " << text);
+    REQUIRE_FALSE(j.is_discarded());
+    return j;
+}
+
+std::pair<int, std::string> qmp_try(const std::string& qmp, const std::string& cmd) {
+    Process p({ferry_bin(), "qmp", "--qmp", qmp, cmd});
+    auto rc = p.wait_exit(30s);
+    return {rc.value_or(-1), p.err()};
+}
+
+std::string status_of(const std::string& qmp) { return qmp_json(qmp, "query-status").at("status").get<std::string>(); }
+
+nlohmann::json wait_migration_end(const std::string& qmp) {
+    nlohmann::json q;
+    for (int i = 0; i < 300; ++i) {
+        q = qmp_json(qmp, "query-migrate");
+        auto st = q.value("status", "");
+        if (st == "completed" || st == "failed" || st == "cancelled") break;
+        std::this_thread::sleep_for(100ms);
+    }
+    return q;
+}
+
+void ticks_go_on(Process& p, Process& src) {
+    src.drain();
+    int after = last_tick(src);
+    for (int i = 0; i < 300; ++i) {
+        p.drain(100ms);
+        if (last_tick(p) > after) break;
+    }
+    INFO("after tick " << after << ": " << p.out_text());
+    CHECK(last_tick(p) > after);
+    CHECK(p.out_text().find("corrupt=0") != std::string::npos);
+    CHECK(p.out_text().find("CORRUPT") == std::string::npos);
+}
+
+int tcp_connect(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    socklen_t len = sizeof(a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
 }
 
 // Migrates a running source to a fresh destination and checks the guest goes on

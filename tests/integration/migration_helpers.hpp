@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,21 @@ int last_tick(const Process& p);
 std::unique_ptr<Process> migrate(const std::string& qmp, int port, std::vector<std::string> extra = {});
 // `ferry qmp`: the reply's text.
 std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::string& args = "");
+// `ferry qmp` whose reply must be JSON (checked): the reply.
+nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const std::string& args = "");
+// `ferry qmp` of a command: its exit status and stderr (the error line).
+std::pair<int, std::string> qmp_try(const std::string& qmp, const std::string& cmd);
+// query-status's status.
+std::string status_of(const std::string& qmp);
+// query-migrate once it reads completed, failed or cancelled (or after 30 s).
+nlohmann::json wait_migration_end(const std::string& qmp);
+// The guest goes on in `p` beyond the last tick `src` (drained first) printed, with no
+// corrupt page.
+void ticks_go_on(Process& p, Process& src);
+// A TCP connection to 127.0.0.1:port (-1 when refused).
+int tcp_connect(int port);
+// A loopback port free a moment ago.
+int free_port();
 // Migrates a running source to a fresh destination and checks the guest goes on
 // there: ticks continue from the source's count, no page is corrupt.
 void migrate_and_check(Process& src, const std::string& src_qmp, const std::string& mem, int cpus, Process*& dst_out,

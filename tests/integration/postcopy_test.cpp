@@ -21,14 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const std::string& args = "") {
-    auto text = qmp_cmd(qmp, cmd, args);
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    INFO(cmd << ": " << text);
-    REQUIRE_FALSE(j.is_discarded());
-    return j;
-}
-
 // `ferry qmp` of a command that must fail: its error line.
 std::string qmp_error_text(const std::string& qmp, const std::string& cmd) {
     Process p({ferry_bin(), "qmp", "--qmp", qmp, cmd});
@@ -124,22 +116,31 @@ void paused_migration(const std::string& name, const std::string& backend, const
     CHECK(src->wait_exit(30s) == 0);
 }
 
+// A running guest (`cpus` vCPUs, the given workload) migrated by postcopy to a fresh
+// destination: it goes on there, its faults were served, and it ends cleanly.
+void running_postcopy(const std::string& name, int cpus, const std::string& workload, std::vector<std::string> mig_extra,
+                      std::vector<std::string> dst_extra = {}) {
+    auto q = sock("pc-src-" + name);
+    auto dq = sock("pc-dst-" + name);
+    auto src = source(q, "128M", cpus, workload);
+    REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
+    Process* dst = nullptr;
+    std::unique_ptr<Process> holder;
+    mig_extra.insert(mig_extra.begin(), {"--mode", "postcopy"});
+    migrate_and_check(*src, q, "128M", cpus, dst, holder, dq, std::move(mig_extra), std::move(dst_extra));
+    check_latency(dq);
+    dst->signal(SIGTERM);
+    CHECK(dst->wait_exit(30s) == 0);
+}
+
 }  // namespace
 
 TEST_CASE("postcopy: the guest runs on the destination at once and goes on", "[kvm][migration][postcopy]") {
     for (int cpus : {1, 2}) {
         for (std::string mode : {"verify", "dirty"}) {
             DYNAMIC_SECTION("mode=" << mode << " cpus=" << cpus) {
-                auto q = sock("pc-src-" + mode + std::to_string(cpus));
-                auto dq = sock("pc-dst-" + mode + std::to_string(cpus));
-                auto src = source(q, "128M", cpus, "mode=" + mode + " wss=32M rate=8M cpus=" + std::to_string(cpus));
-                REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
-                Process* dst = nullptr;
-                std::unique_ptr<Process> holder;
-                migrate_and_check(*src, q, "128M", cpus, dst, holder, dq, {"--mode", "postcopy"});
-                check_latency(dq);
-                dst->signal(SIGTERM);
-                CHECK(dst->wait_exit(30s) == 0);
+                running_postcopy(mode + std::to_string(cpus), cpus,
+                                 "mode=" + mode + " wss=32M rate=8M cpus=" + std::to_string(cpus), {});
             }
         }
     }
@@ -165,47 +166,19 @@ TEST_CASE("postcopy into memfd and hugetlbfs RAM: the guest runs at once and fau
         DYNAMIC_SECTION("backend=" << backend) {
             HostSetting nr("/proc/sys/vm/nr_hugepages");
             if (backend == "hugetlbfs") reserve_huge_pages(nr, 128);
-            auto q = sock("pc-be-src-" + backend);
-            auto dq = sock("pc-be-dst-" + backend);
-            auto src = source(q, "128M", 2, "mode=dirty wss=32M rate=8M cpus=2");
-            REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
-            Process* dst = nullptr;
-            std::unique_ptr<Process> holder;
-            migrate_and_check(*src, q, "128M", 2, dst, holder, dq, {"--mode", "postcopy"}, {"--memory-backend", backend});
-            check_latency(dq);
-            dst->signal(SIGTERM);
-            CHECK(dst->wait_exit(30s) == 0);
+            running_postcopy("be-" + backend, 2, "mode=dirty wss=32M rate=8M cpus=2", {}, {"--memory-backend", backend});
         }
     }
 }
 
 TEST_CASE("postcopy-preempt: answers travel on a second connection", "[kvm][migration][postcopy]") {
     SECTION("a running guest, 2 vCPUs") {
-        auto q = sock("pc-pre-src");
-        auto dq = sock("pc-pre-dst");
-        auto src = source(q, "128M", 2, "mode=dirty wss=32M rate=8M cpus=2");
-        REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
-        Process* dst = nullptr;
-        std::unique_ptr<Process> holder;
-        migrate_and_check(*src, q, "128M", 2, dst, holder, dq, {"--mode", "postcopy", "--postcopy-preempt"});
-        check_latency(dq);
-        dst->signal(SIGTERM);
-        CHECK(dst->wait_exit(30s) == 0);
+        running_postcopy("pre", 2, "mode=dirty wss=32M rate=8M cpus=2", {"--postcopy-preempt"});
     }
     SECTION("hugetlbfs RAM: whole 2 MiB pages on both connections") {
         HostSetting nr("/proc/sys/vm/nr_hugepages");
         reserve_huge_pages(nr, 128);
-        auto q = sock("pc-pre-src-huge");
-        auto dq = sock("pc-pre-dst-huge");
-        auto src = source(q, "128M", 1, "mode=dirty wss=32M rate=8M");
-        REQUIRE(src->wait_line(std::regex("^guest: tick=2 "), kLong));
-        Process* dst = nullptr;
-        std::unique_ptr<Process> holder;
-        migrate_and_check(*src, q, "128M", 1, dst, holder, dq, {"--mode", "postcopy", "--postcopy-preempt"},
-                          {"--memory-backend", "hugetlbfs"});
-        check_latency(dq);
-        dst->signal(SIGTERM);
-        CHECK(dst->wait_exit(30s) == 0);
+        running_postcopy("pre-huge", 1, "mode=dirty wss=32M rate=8M", {"--postcopy-preempt"}, {"--memory-backend", "hugetlbfs"});
     }
 }
 

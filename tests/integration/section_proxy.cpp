@@ -31,9 +31,8 @@ void SectionProxy::cut() {
     if (dst_) dst_->cancel();
 }
 
-// The section as send_section frames it, its checksum computed first, then one byte
-// flipped: in the payload's middle, or in the instance field when there is none.
-bool SectionProxy::send_flipped(Channel& to, const Section& s) {
+// The section's bytes as send_section frames them: frame, payload, checksum.
+std::vector<uint8_t> SectionProxy::framed(const Section& s) {
     struct __attribute__((packed)) Frame {
         uint16_t kind, version;
         uint32_t instance;
@@ -43,10 +42,23 @@ bool SectionProxy::send_flipped(Channel& to, const Section& s) {
     std::memcpy(bytes.data(), &f, sizeof(f));
     if (!s.payload.empty()) std::memcpy(bytes.data() + sizeof(f), s.payload.data(), s.payload.size());
     uint64_t sum = XXH3_64bits(bytes.data(), bytes.size());
-    if (s.payload.empty()) bytes[4] ^= 0x01;  // the instance
-    else bytes[sizeof(f) + s.payload.size() / 2] ^= 0x01;
     bytes.insert(bytes.end(), reinterpret_cast<uint8_t*>(&sum), reinterpret_cast<uint8_t*>(&sum) + sizeof(sum));
+    return bytes;
+}
+
+// The section with one byte flipped after its checksum was computed: in the payload's
+// middle, or in the instance field when there is none.
+bool SectionProxy::send_flipped(Channel& to, const Section& s) {
+    auto bytes = framed(s);
+    bytes[s.payload.empty() ? 4 : 16 + s.payload.size() / 2] ^= 0x01;
     return static_cast<bool>(to.send_all(bytes));
+}
+
+// The first half of the section's bytes, then nothing: the receiver holds part of a section.
+void SectionProxy::send_half(Channel& to, const Section& s) {
+    auto bytes = framed(s);
+    bytes.resize(bytes.size() / 2);
+    (void)to.send_all(bytes);
 }
 
 void SectionProxy::run() {
@@ -87,6 +99,11 @@ void SectionProxy::pump(Channel& from, Channel& to, Dir d) {
                 break;
             case Action::Drop: break;
             case Action::Cut: cut(); return;
+            case Action::CutMidway:
+                send_half(to, *sec);
+                std::this_thread::sleep_for(100ms);  // let it arrive before the close
+                cut();
+                return;
             case Action::Stall:
                 // Keep both connections open and forward nothing more this way.
                 while (!stop_) std::this_thread::sleep_for(20ms);

@@ -1,9 +1,10 @@
 // A man in the middle for the migration connection, for the fault tests: it accepts
 // the source, connects to the destination and passes the stream through section by
 // section in both directions. A hook sees every section before it is forwarded and
-// says what to do with it: forward it, drop it, cut both connections there, stall
-// (stop forwarding in that direction without closing anything), or flip one byte of
-// it on the way (the checksum left as it was, so the receiver must notice).
+// says what to do with it: forward it, drop it, cut both connections there (before it,
+// or after half of its bytes went on), stall (stop forwarding in that direction
+// without closing anything), or flip one byte of it on the way (the checksum left as
+// it was, so the receiver must notice).
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "migration/channel.hpp"
 #include "migration/stream.hpp"
@@ -20,7 +22,7 @@ namespace ferry::test {
 class SectionProxy {
 public:
     enum class Dir { ToDestination, ToSource };
-    enum class Action { Forward, Drop, Cut, Stall, Flip };
+    enum class Action { Forward, Drop, Cut, CutMidway, Stall, Flip };
     using Hook = std::function<Action(Dir, const Section&)>;
 
     SectionProxy(uint16_t dst_port, Hook hook);
@@ -34,7 +36,9 @@ public:
 private:
     void run();
     void pump(Channel& from, Channel& to, Dir d);
+    static std::vector<uint8_t> framed(const Section& s);
     static bool send_flipped(Channel& to, const Section& s);
+    static void send_half(Channel& to, const Section& s);
 
     uint16_t dst_port_;
     Hook hook_;
