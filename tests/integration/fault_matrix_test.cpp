@@ -341,7 +341,14 @@ void write_table() {
          "destination, `ferry migrate --resume` on the source, straight to the destination), and the\n"
          "destination must run the guest. After each case both sides end on SIGTERM within 5 s.\n\n"
          "| mode | phase | fault | outcome | ok |\n|---|---|---|---|---|\n";
-    for (const auto& r : rows()) f << "| " << r.mode << " | " << r.phase << " | " << r.fault << " | " << r.outcome << " | " << (r.ok ? "yes" : "**NO**") << " |\n";
+    // Also on stdout, so that the suite's log shows it.
+    fmt::print("fault matrix ({}):\n| mode | phase | fault | outcome | ok |\n", path);
+    for (const auto& r : rows()) {
+        auto line = fmt::format("| {} | {} | {} | {} | {} |\n", r.mode, r.phase, r.fault, r.outcome, r.ok ? "yes" : "**NO**");
+        f << line;
+        fmt::print("{}", line);
+    }
+    std::fflush(stdout);
 }
 
 }  // namespace
