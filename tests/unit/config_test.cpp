@@ -35,7 +35,9 @@ no-reboot = true
     CHECK_FALSE(plan->machine.thp);
     CHECK(plan->machine.cmdline == "mode=idle");
     CHECK_FALSE(plan->reboot);
-    auto plain = plan_run(RunArgs{.kernel = "/k.elf"});
+    RunArgs bare;
+    bare.kernel = "/k.elf";
+    auto plain = plan_run(bare);
     REQUIRE(plain);
     CHECK(plain->reboot);  // QEMU's default: a guest reset boots the guest again
 }
