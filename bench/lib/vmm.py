@@ -12,8 +12,9 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(ROOT, "build"))
-FERRY = os.path.join(BUILD, "ferry")
-GUEST = os.path.join(BUILD, "guest", "ferry-testguest.elf")
+# An installed ferry-lab points these at the installed binaries (FERRY_BIN, FERRY_GUEST).
+FERRY = os.environ.get("FERRY_BIN", os.path.join(BUILD, "ferry"))
+GUEST = os.environ.get("FERRY_GUEST", os.path.join(BUILD, "guest", "ferry-testguest.elf"))
 QEMU = "/usr/bin/qemu-system-x86_64"
 
 
