@@ -74,6 +74,10 @@ class TwoHosts:
             a, b = self.veth
             self._ip("ip", "link", "add", a, "netns", self.src_ns, "type", "veth", "peer", "name", b, "netns", self.dst_ns)
             for ns, dev, addr in ((self.src_ns, a, SRC_ADDR), (self.dst_ns, b, DST_ADDR)):
+                # Each run's connections start afresh: no TCP metrics (ssthresh, RTT) saved
+                # from the run before to the same address, which made one run's losses slow
+                # the next one's start (a 200 ms retransmission timeout).
+                self._ip("sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_no_metrics_save", ns=ns)
                 self._ip("ip", "link", "set", "lo", "up", ns=ns)
                 self._ip("ip", "addr", "add", f"{addr}/30", "dev", dev, ns=ns)
                 self._ip("ip", "link", "set", dev, "up", ns=ns)
