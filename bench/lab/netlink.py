@@ -60,7 +60,8 @@ class TwoHosts:
         self.dst_host = DST_ADDR
         self.made = []
 
-    def _ip(self, *args, ns=None):
+    def _run(self, *args, ns=None):
+        """Runs a command here, or in namespace `ns`; LabError with its stderr when it fails."""
         argv = (["ip", "netns", "exec", ns] if ns else []) + list(args)
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
@@ -69,22 +70,22 @@ class TwoHosts:
     def __enter__(self):
         try:
             for ns in (self.src_ns, self.dst_ns):
-                self._ip("ip", "netns", "add", ns)
+                self._run("ip", "netns", "add", ns)
                 self.made.append(ns)
             a, b = self.veth
-            self._ip("ip", "link", "add", a, "netns", self.src_ns, "type", "veth", "peer", "name", b, "netns", self.dst_ns)
+            self._run("ip", "link", "add", a, "netns", self.src_ns, "type", "veth", "peer", "name", b, "netns", self.dst_ns)
             for ns, dev, addr in ((self.src_ns, a, SRC_ADDR), (self.dst_ns, b, DST_ADDR)):
                 # Each run's connections start afresh: no TCP metrics (ssthresh, RTT) saved
                 # from the run before to the same address, which made one run's losses slow
                 # the next one's start (a 200 ms retransmission timeout).
-                self._ip("sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_no_metrics_save", ns=ns)
-                self._ip("ip", "link", "set", "lo", "up", ns=ns)
-                self._ip("ip", "addr", "add", f"{addr}/30", "dev", dev, ns=ns)
-                self._ip("ip", "link", "set", dev, "up", ns=ns)
+                self._run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_no_metrics_save", ns=ns)
+                self._run("ip", "link", "set", "lo", "up", ns=ns)
+                self._run("ip", "addr", "add", f"{addr}/30", "dev", dev, ns=ns)
+                self._run("ip", "link", "set", dev, "up", ns=ns)
                 shape = qdisc_args(self.link)
                 if shape:
                     try:
-                        self._ip("tc", "qdisc", "add", "dev", dev, "root", *shape, ns=ns)
+                        self._run("tc", "qdisc", "add", "dev", dev, "root", *shape, ns=ns)
                     except LabError as e:
                         if shape[0] == "netem":
                             raise LabError(f"{e}: a delay or a loss needs tc netem, which this kernel lacks "

@@ -93,7 +93,7 @@ class LinkTest(unittest.TestCase):
         self.assertIn("loss", netem)
 
 
-def fake_row(vmm, mode, total, stall_us, ok=True, hist=None, series=None, rep=1):
+def sample_row(vmm, mode, total, stall_us, ok=True, hist=None, series=None, rep=1):
     run = {"scenario": "t", "repetition": rep, "vmm": vmm, "mode": mode, "mem": "256M", "wss": "32M",
            "dirty_rate": "8M", "cpus": 1, "workload": "verify", "link": {"rate": "1gbit"}, "link_name": "1gbit",
            "params": {}}
@@ -117,7 +117,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(report.merge_hists([{"16": 1}, {16: 2, 32: 1}]), {16: 3, 32: 1})
 
     def test_row_keeps_the_scenario_and_marks_failures(self):
-        r = fake_row("ferry", "precopy", 300, 1000)
+        r = sample_row("ferry", "precopy", 300, 1000)
         self.assertTrue(r["ok"])
         self.assertEqual(r["vmm"], "ferry")
         self.assertEqual(r["total_ms"], 300)
@@ -126,9 +126,9 @@ class ReportTest(unittest.TestCase):
         self.assertFalse(bad["converged"])
 
     def test_summary_and_markdown(self):
-        rows = [fake_row("ferry", "precopy", t, 2000, rep=i) for i, t in enumerate((100, 300, 200))]
-        rows.append(fake_row("qemu", "precopy", 500, 4000))
-        rows.append(fake_row("qemu", "precopy", 0, 0, ok=False, rep=2))
+        rows = [sample_row("ferry", "precopy", t, 2000, rep=i) for i, t in enumerate((100, 300, 200))]
+        rows.append(sample_row("qemu", "precopy", 500, 4000))
+        rows.append(sample_row("qemu", "precopy", 0, 0, ok=False, rep=2))
         s = report.summarize(rows)
         key = (("1gbit", "precopy", "256M", "32M", "8M", 1), "ferry")
         self.assertEqual(s[key]["total_ms"], (200, 100, 300))
@@ -139,22 +139,22 @@ class ReportTest(unittest.TestCase):
         self.assertIn("Failed runs:", md)
 
     def test_plot_data(self):
-        rows = [fake_row("ferry", "postcopy", 400, 3000, series=[[1000, 0x1000, 250], [2000000, 0x2000, 1500]]),
-                fake_row("qemu", "postcopy", 300, 2000)]
+        rows = [sample_row("ferry", "postcopy", 400, 3000, series=[[1000, 0x1000, 250], [2000000, 0x2000, 1500]]),
+                sample_row("qemu", "postcopy", 300, 2000)]
         latency, bars, cdf = report.plot_data(rows)
         self.assertEqual(latency["ferry postcopy 1gbit 8M/s"], [(0.001, 0.25), (2.0, 1.5)])
         self.assertEqual(bars[("postcopy", "8M", "1gbit")], {"ferry": (400, 3.0), "qemu": (300, 2.0)})
         self.assertEqual(cdf["qemu postcopy"][-1][1], 1.0)
 
     def test_incomplete(self):
-        full = fake_row("ferry", "postcopy", 400, 3000, series=[[1, 2, 3]])
+        full = sample_row("ferry", "postcopy", 400, 3000, series=[[1, 2, 3]])
         self.assertEqual(report.incomplete([full]), [])
-        qemu = fake_row("qemu", "postcopy", 300, 2000)
+        qemu = sample_row("qemu", "postcopy", 300, 2000)
         self.assertEqual(report.incomplete([qemu]), ["qemu postcopy 1gbit #1: postcopy_blocktime_ms"])
-        self.assertIn("(failed)", report.incomplete([fake_row("ferry", "precopy", 0, 0, ok=False)])[0])
+        self.assertIn("(failed)", report.incomplete([sample_row("ferry", "precopy", 0, 0, ok=False)])[0])
 
     def test_jsonl_round_trip(self):
-        rows = [fake_row("ferry", "precopy", 100, 1000)]
+        rows = [sample_row("ferry", "precopy", 100, 1000)]
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, "r.jsonl")
             report.write_jsonl(p, rows)

@@ -75,6 +75,27 @@ nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const st
     return j;
 }
 
+nlohmann::json wait_status(const std::string& qmp, const std::string& want, std::chrono::seconds limit) {
+    nlohmann::json q;
+    auto until = std::chrono::steady_clock::now() + limit;
+    do {
+        q = qmp_json(qmp, "query-migrate");
+        if (q.value("status", "") == want) break;
+        std::this_thread::sleep_for(100ms);
+    } while (std::chrono::steady_clock::now() < until);
+    INFO("waiting for " << want << ": " << q.dump());
+    CHECK(q.value("status", "") == want);
+    return q;
+}
+
+std::string qmp_error(const std::string& qmp, const std::string& cmd, const std::string& args) {
+    std::vector<std::string> argv{ferry_bin(), "qmp", "--qmp", qmp, cmd};
+    if (!args.empty()) argv.push_back(args);
+    Process p(argv);
+    CHECK(p.wait_exit(30s) == 1);
+    return p.err();
+}
+
 std::pair<int, std::string> qmp_try(const std::string& qmp, const std::string& cmd) {
     Process p({ferry_bin(), "qmp", "--qmp", qmp, cmd});
     auto rc = p.wait_exit(30s);

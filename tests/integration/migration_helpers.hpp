@@ -29,6 +29,11 @@ std::unique_ptr<Process> migrate(const std::string& qmp, int port, std::vector<s
 std::string qmp_cmd(const std::string& qmp, const std::string& cmd, const std::string& args = "");
 // `ferry qmp` whose reply must be JSON (checked): the reply.
 nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const std::string& args = "");
+// query-migrate once its status is `want` (checked), polling for up to `limit`.
+nlohmann::json wait_status(const std::string& qmp, const std::string& want,
+                           std::chrono::seconds limit = std::chrono::seconds(60));
+// `ferry qmp` of a command that must fail (checked: status 1): its error line.
+std::string qmp_error(const std::string& qmp, const std::string& cmd, const std::string& args = "");
 // `ferry qmp` of a command: its exit status and stderr (the error line).
 std::pair<int, std::string> qmp_try(const std::string& qmp, const std::string& cmd);
 // query-status's status.

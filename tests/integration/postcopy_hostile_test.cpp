@@ -159,20 +159,13 @@ TEST_CASE("postcopy: a section damaged on the way pauses both sides; a recovery 
     INFO("migrate: " << mig->out_text() << mig->err() << "\ndest: " << dst->err() << "\nsource: " << src->err());
     CHECK(mitm.tampered());
     CHECK(rc == 4);  // paused
-    nlohmann::json dm;
-    for (int i = 0; i < 100; ++i) {
-        dm = qmp_json(dq, "query-migrate");
-        if (dm.value("status", "") == "postcopy-paused") break;
-        std::this_thread::sleep_for(100ms);
-    }
-    CHECK(dm.value("status", "") == "postcopy-paused");
+    auto dm = wait_status(dq, "postcopy-paused", 10s);
     CHECK(dm.value("error-desc", "").find("checksum mismatch") != std::string::npos);
     int rport = free_port();
     qmp_json(dq, "migrate-recover", "{\"uri\": \"tcp:127.0.0.1:" + std::to_string(rport) + "\"}");
     auto resume = migrate(q, rport, {"--resume"});
     CHECK(resume->wait_exit(kLong) == 0);
-    for (int i = 0; i < 100 && qmp_json(dq, "query-migrate").value("status", "") != "completed"; ++i) std::this_thread::sleep_for(100ms);
-    CHECK(qmp_json(dq, "query-migrate").value("status", "") == "completed");
+    wait_status(dq, "completed", 10s);
     // Every page came: the paused guest's RAM is the (kept, paused) source's.
     auto a = qmp_json(q, "ferry-query-ram-checksum"), b = qmp_json(dq, "ferry-query-ram-checksum");
     CHECK(a.at("xxh3") == b.at("xxh3"));

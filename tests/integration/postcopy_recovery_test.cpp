@@ -22,28 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// query-migrate once its status is `want` (checked), polling for up to `limit`.
-nlohmann::json wait_status(const std::string& qmp, const std::string& want, std::chrono::seconds limit = 60s) {
-    nlohmann::json q;
-    auto until = std::chrono::steady_clock::now() + limit;
-    do {
-        q = qmp_json(qmp, "query-migrate");
-        if (q.value("status", "") == want) break;
-        std::this_thread::sleep_for(100ms);
-    } while (std::chrono::steady_clock::now() < until);
-    INFO("waiting for " << want << ": " << q.dump());
-    CHECK(q.value("status", "") == want);
-    return q;
-}
-
-std::string qmp_error_of(const std::string& qmp, const std::string& cmd, const std::string& args = "") {
-    std::vector<std::string> argv{ferry_bin(), "qmp", "--qmp", qmp, cmd};
-    if (!args.empty()) argv.push_back(args);
-    Process p(argv);
-    CHECK(p.wait_exit(30s) == 1);
-    return p.err();
-}
-
 struct Pair {
     std::string q, dq;
     std::unique_ptr<Process> src, dst;
@@ -76,9 +54,9 @@ void recover_and_check(Pair& p, Process& first_migrate) {
     CHECK(sq.value("x-postcopy-pauses", 0) == 1);
     CHECK_FALSE(dq.value("error-desc", "").empty());
     // Neither side may be resumed, stopped or cancelled meanwhile.
-    CHECK(qmp_error_of(p.q, "cont").find("migration") != std::string::npos);
-    CHECK(qmp_error_of(p.q, "migrate_cancel").find("cannot be cancelled") != std::string::npos);
-    CHECK(qmp_error_of(p.dq, "cont").find("migration") != std::string::npos);
+    CHECK(qmp_error(p.q, "cont").find("migration") != std::string::npos);
+    CHECK(qmp_error(p.q, "migrate_cancel").find("cannot be cancelled") != std::string::npos);
+    CHECK(qmp_error(p.dq, "cont").find("migration") != std::string::npos);
     // The destination's guest runs on meanwhile (the pages it has are enough for some ticks, or it waits).
     CHECK(status_of(p.dq) == "running");
     CHECK(p.dst->out_text().find("CORRUPT") == std::string::npos);
@@ -139,18 +117,18 @@ TEST_CASE("postcopy recovery commands are refused where nothing is paused", "[kv
     auto q = sock("rec-err-src");
     auto src = source(q, "64M", 1, "mode=verify wss=8M rate=1M");
     REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
-    CHECK(qmp_error_of(q, "migrate", R"({"uri": "tcp:127.0.0.1:1", "resume": true})").find("no outgoing migration") !=
+    CHECK(qmp_error(q, "migrate", R"({"uri": "tcp:127.0.0.1:1", "resume": true})").find("no outgoing migration") !=
           std::string::npos);
-    CHECK(qmp_error_of(q, "migrate-recover", R"({"uri": "tcp:127.0.0.1:0"})").find("no incoming migration") != std::string::npos);
-    CHECK(qmp_error_of(q, "migrate-pause").find("no postcopy migration") != std::string::npos);
+    CHECK(qmp_error(q, "migrate-recover", R"({"uri": "tcp:127.0.0.1:0"})").find("no incoming migration") != std::string::npos);
+    CHECK(qmp_error(q, "migrate-pause").find("no postcopy migration") != std::string::npos);
     // A precopy migration cannot be paused, nor resumed.
     int port = 0;
     auto dst = destination("64M", 1, port);
     qmp_json(q, "migrate-set-parameters", R"({"max-bandwidth": 4194304})");
     auto mig = migrate(q, port);
     std::this_thread::sleep_for(500ms);
-    CHECK(qmp_error_of(q, "migrate-pause").find("only a postcopy migration") != std::string::npos);
-    CHECK(qmp_error_of(q, "migrate", R"({"uri": "tcp:127.0.0.1:1", "resume": true})").find("no paused postcopy") !=
+    CHECK(qmp_error(q, "migrate-pause").find("only a postcopy migration") != std::string::npos);
+    CHECK(qmp_error(q, "migrate", R"({"uri": "tcp:127.0.0.1:1", "resume": true})").find("no paused postcopy") !=
           std::string::npos);
     CHECK(mig->wait_exit(kLong) == 0);
     ticks_go_on(*dst, *src);

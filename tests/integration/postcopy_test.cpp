@@ -21,25 +21,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// `ferry qmp` of a command that must fail: its error line.
-std::string qmp_error_text(const std::string& qmp, const std::string& cmd) {
-    Process p({ferry_bin(), "qmp", "--qmp", qmp, cmd});
-    CHECK(p.wait_exit(30s) == 1);
-    return p.err();
-}
-
 // The destination completes once its last page is in (a moment after the source).
-nlohmann::json wait_completed(const std::string& dst_qmp) {
-    nlohmann::json q;
-    for (int i = 0; i < 100; ++i) {
-        q = qmp_json(dst_qmp, "query-migrate");
-        if (q.at("status") == "completed") break;
-        std::this_thread::sleep_for(100ms);
-    }
-    INFO(q.dump());
-    CHECK(q.at("status") == "completed");
-    return q;
-}
+nlohmann::json wait_completed(const std::string& dst_qmp) { return wait_status(dst_qmp, "completed", 10s); }
 
 // The destination's fault figures are present and consistent.
 void check_latency(const std::string& dst_qmp) {
@@ -248,7 +231,7 @@ TEST_CASE("migrate-start-postcopy needs postcopy-ram and a migration", "[kvm][mi
     auto q = sock("pc-qmp");
     auto src = source(q, "64M", 1, "mode=verify wss=8M rate=0");
     REQUIRE(src->wait_line(std::regex("^guest: tick=1 "), kLong));
-    CHECK(qmp_error_text(q, "migrate-start-postcopy").find("after migration has been started") != std::string::npos);
+    CHECK(qmp_error(q, "migrate-start-postcopy").find("after migration has been started") != std::string::npos);
     auto has = [&](bool state) {
         for (const auto& c : qmp_json(q, "query-migrate-capabilities"))
             if (c.at("capability") == "postcopy-ram") return c.at("state").get<bool>() == state;
@@ -257,7 +240,7 @@ TEST_CASE("migrate-start-postcopy needs postcopy-ram and a migration", "[kvm][mi
     CHECK(has(false));
     qmp_cmd(q, "migrate-set-capabilities", R"({"capabilities": [{"capability": "postcopy-ram", "state": true}]})");
     CHECK(has(true));
-    CHECK(qmp_error_text(q, "ferry-query-migrate-latency").find("no postcopy") != std::string::npos);
+    CHECK(qmp_error(q, "ferry-query-migrate-latency").find("no postcopy") != std::string::npos);
     src->signal(SIGTERM);
     CHECK(src->wait_exit(30s) == 0);
 }

@@ -8,23 +8,15 @@
 #include <vector>
 
 #include "migration/recovery.hpp"
+#include "socket_pair.hpp"
 
 using namespace ferry;
 
 namespace {
 
-struct Pair {
-    std::unique_ptr<Channel> a, b;
-    Pair() {
-        int sv[2];
-        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-        a = std::make_unique<Channel>(Fd(sv[0]));
-        b = std::make_unique<Channel>(Fd(sv[1]));
-        // Room for a whole bitmap of a few hundred thousand pages before anyone reads.
-        int big = 4 << 20;
-        ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-        ::setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-    }
+// Room for a whole bitmap of a few hundred thousand pages before anyone reads.
+struct Pair : test::ChannelPair {
+    Pair() : test::ChannelPair(4 << 20) {}
 };
 
 void send_words(Channel& ch, uint32_t instance, const std::vector<uint64_t>& w) {

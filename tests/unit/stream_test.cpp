@@ -9,20 +9,13 @@
 
 #include "base/state_io.hpp"
 #include "migration/stream.hpp"
+#include "socket_pair.hpp"
 
 using namespace ferry;
 
 namespace {
 
-struct Pair {
-    std::unique_ptr<Channel> a, b;
-    Pair() {
-        int sv[2];
-        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-        a = std::make_unique<Channel>(Fd(sv[0]));
-        b = std::make_unique<Channel>(Fd(sv[1]));
-    }
-};
+using Pair = test::ChannelPair;
 
 struct Ram {
     std::vector<uint8_t> buf = std::vector<uint8_t>(64 * 4096, 0);
