@@ -15,7 +15,7 @@ namespace {
 constexpr const char* kRunHelp =
     "Boot a guest kernel (a PVH ELF such as the test guest, a Linux bzImage or vmlinux) on /dev/kvm.\n"
     "The guest's serial console goes to stdout; ferry's own messages to stderr.\n"
-    "Exit status: the guest's power-off code (port 0xf4), 0 after SIGINT/SIGTERM or a guest reset,\n"
+    "Exit status: the guest's power-off code (port 0xf4; 0 for an ACPI power-off), 0 after SIGINT/SIGTERM or a guest reset,\n"
     "1 when ferry cannot run the guest, 2 for bad options, 3 when the guest crashes (triple fault).";
 
 constexpr const char* kQmpHelp =
@@ -61,6 +61,10 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
     run.add_flag_callback("--no-reboot", [&a] { a.no_reboot = "on"; },
                           "when the guest resets itself (i8042, KVM system event), exit instead of booting it again "
                           "(QEMU's -no-reboot; the default reboots, as QEMU does)");
+    run.add_flag_callback("--no-acpi", [&a] { a.no_acpi = "on"; },
+                          "give the guest no ACPI tables: Linux then finds its CPUs in the MP table and its virtio devices "
+                          "in the virtio_mmio.device= words ferry appends, and cannot power the machine off (the default: "
+                          "hardware-reduced ACPI, whose S5 ends ferry with status 0; docs/linux.md)");
     run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
                           "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
     run.add_flag_callback("--paused", [&a] { a.paused = "on"; },

@@ -120,6 +120,7 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "keep-source") ok = take_string(node, key, a.keep_source);
         else if (key == "paused") ok = take_string(node, key, a.paused);
         else if (key == "no-reboot") ok = take_string(node, key, a.no_reboot);
+        else if (key == "no-acpi") ok = take_string(node, key, a.no_acpi);
         else if (key == "cpu") ok = take_string(node, key, a.cpu);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
         else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
@@ -153,6 +154,7 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.keep_source, cli.keep_source);
     pick(file.paused, cli.paused);
     pick(file.no_reboot, cli.no_reboot);
+    pick(file.no_acpi, cli.no_acpi);
     pick(file.cpu, cli.cpu);
     pick(file.prealloc, cli.prealloc);
     pick(file.memory_report, cli.memory_report);
@@ -234,6 +236,9 @@ Result<RunPlan> plan_run(const RunArgs& a) {
     if (a.no_reboot && *a.no_reboot != "on" && *a.no_reboot != "off")
         return fail(Domain::Config, fmt::format("no-reboot must be on or off, not '{}'", *a.no_reboot));
     p.reboot = a.no_reboot != "on";
+    if (a.no_acpi && *a.no_acpi != "on" && *a.no_acpi != "off")
+        return fail(Domain::Config, fmt::format("no-acpi must be on or off, not '{}'", *a.no_acpi));
+    m.acpi = a.no_acpi != "on";
     if (a.cpu) {
         auto model = parse_cpu_model(*a.cpu);
         if (!model) return std::unexpected(model.error());

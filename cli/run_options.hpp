@@ -27,6 +27,7 @@ struct RunArgs {
     std::optional<std::string> keep_source;
     std::optional<std::string> paused;  // "on": an incoming guest stays paused until QMP cont
     std::optional<std::string> no_reboot;  // "on": a guest reset ends ferry
+    std::optional<std::string> no_acpi;  // "on": no ACPI tables (the MP table and virtio_mmio.device= words only)
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };

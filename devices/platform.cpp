@@ -23,4 +23,15 @@ void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
         shutdown_(ShutdownRequest{ShutdownKind::Reset, 0, "guest reset through the i8042"});
 }
 
+void AcpiPm::read(uint64_t, std::span<uint8_t> data) { std::fill(data.begin(), data.end(), 0); }
+
+void AcpiPm::write(uint64_t offset, std::span<const uint8_t> data) {
+    if (data.empty()) return;
+    const uint8_t v = data[0];
+    if (offset == 0 && (v & 0x20) != 0 && ((v >> 2) & 7) == 5)  // SLP_EN, SLP_TYP 5 (\_S5)
+        shutdown_(ShutdownRequest{ShutdownKind::PowerOff, 0, "guest power-off through ACPI (S5)"});
+    else if (offset == 2 && v == 0x01)
+        shutdown_(ShutdownRequest{ShutdownKind::Reset, 0, "guest reset through the ACPI reset register"});
+}
+
 }  // namespace ferry

@@ -62,10 +62,10 @@ void blk_init(void) {
     op = g.cfg.blkop;
     qd = op == BLKOP_VERIFY ? 1 : g.cfg.blk_qd;
     bs = op == BLKOP_VERIFY ? BLK_CHUNK * 512 : g.cfg.blk_bs;
-    if (!g.nvmmio) say_fail("no virtio-mmio device (no virtio_mmio.device= on the command line)");
+    if (!g.nvmmio) say_fail("no virtio-mmio device (none on the command line, none in the ACPI DSDT)");
     if (!virtio_find(2, &dev)) {
         if (virtio_find_legacy(2)) say_fail("virtio-blk device behind a legacy (version 1) virtio-mmio transport: version 2 needed");
-        say_fail("no virtio-blk device among the virtio_mmio.device= entries");
+        say_fail("no virtio-blk device among the virtio-mmio windows");
     }
     g.blk_dev = dev.entry;
     /* FLUSH, as Linux negotiates it: without it a device may (QEMU does) fall back to

@@ -150,6 +150,8 @@ void net_tick(void); /* the per-second net line */
 /* Ring 0 (kernel.c): map the 2 MiB page holding pa uncached (PCD|PWT), user-accessible if
  * user; returns 0 if that page is the LAPIC's or the IOAPIC's (never made user-accessible). */
 int map_mmio_2m(u64 pa, int user);
+/* Ring 0 (kernel.c): identity-map every GiB that [pa, pa+len) touches (below 64 GiB). */
+void map_range(u64 pa, u64 len);
 /* A device mode (blk; net later) drives virtio devices from ring 3 (both rings use this). */
 static inline int device_mode(const struct config *c) { return c->mode == MODE_BLK || c->mode == MODE_NET; }
 #endif

@@ -74,6 +74,7 @@ static struct idt_gate idt[256];
 u32 boot_start_info; /* %ebx at entry, stored by entry.S */
 
 static char cmdline[1024];
+static u64 rsdp_pa; /* hvm_start_info.rsdp_paddr: ferry's ACPI tables (0: --no-acpi) */
 static struct hvm_memmap_entry memmap[MAX_MEMMAP];
 static u32 memmap_n;
 static u64 ident_mapped; /* bit g: GiB g is identity-mapped */
@@ -187,7 +188,7 @@ static void map_gib(u64 gib) {
     ident_mapped |= 1ULL << gib;
 }
 
-static void map_range(u64 pa, u64 len) {
+void map_range(u64 pa, u64 len) {
     if (!len) return;
     for (u64 gib = pa >> 30; gib <= (pa + len - 1) >> 30; gib++) map_gib(gib);
 }
@@ -214,6 +215,7 @@ static void read_start_info(void) {
         const char *s = (const char *)si->cmdline_paddr;
         for (u32 i = 0; i < sizeof cmdline - 1 && s[i]; i++) cmdline[i] = s[i];
     }
+    rsdp_pa = si->rsdp_paddr;
     if (si->version >= 1 && si->memmap_paddr && si->memmap_entries) {
         const struct hvm_memmap_entry *mm = (const struct hvm_memmap_entry *)si->memmap_paddr;
         map_range(si->memmap_paddr, si->memmap_entries * sizeof *mm);
@@ -453,6 +455,7 @@ void kmain(void) {
 
     read_start_info();
     parse_cmdline(&g.cfg);
+    if (device_mode(&g.cfg) && !g.nvmmio) vmmio_from_acpi(rsdp_pa);
     map_memory();
     if (g.cfg.mode != MODE_IDLE && !device_mode(&g.cfg)) place_working_set(); /* blk: wss = disk bytes */
     if (device_mode(&g.cfg)) place_dma();

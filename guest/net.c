@@ -46,7 +46,7 @@ static u64 get64(const u8 *p) { return get32(p) | (u64)get32(p + 4) << 32; }
 
 void net_init(void) {
     const char *err;
-    if (!virtio_find(1, &dev)) virtio_fail("net", "no virtio-net device (virtio_mmio.device= on the command line)");
+    if (!virtio_find(1, &dev)) virtio_fail("net", "no virtio-net device among the virtio-mmio windows (command line or ACPI DSDT)");
     if ((err = virtio_begin(&dev, NET_F_MAC))) virtio_fail("net", err);
     if (!(dev.features & NET_F_MAC)) virtio_fail("net", "the device has no MAC address");
     if ((err = virtq_setup(&dev, &rxq, 0, NET_QSZ))) virtio_fail("net", err);

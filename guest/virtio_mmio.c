@@ -36,7 +36,12 @@ int vmmio_parse(const char *v, u32 n) {
     if (at >= n || c1 >= n || !parse_mem(v, at, &size) || !parse_mem(v + at + 1, c1 - at - 1, &base) ||
         !parse_u64(v + c1 + 1, c2 - c1 - 1, &irq))
         return 0;
-    if (size == 0 || base + size > (4ULL << 30) || (base & ~MiB2_MASK) != ((base + size - 1) & ~MiB2_MASK) || irq > 47)
+    return vmmio_add(base, size, irq);
+}
+
+int vmmio_add(u64 base, u64 size, u64 irq) {
+    if (size == 0 || size > (4ULL << 30) || base > (4ULL << 30) - size ||
+        (base & ~MiB2_MASK) != ((base + size - 1) & ~MiB2_MASK) || irq > 47)
         return 0;
     if (g.nvmmio < VIRTIO_MMIO_MAX) g.vmmio[g.nvmmio++] = (struct vmmio_entry){base, size, (u32)irq};
     return 1;

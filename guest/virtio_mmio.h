@@ -101,6 +101,12 @@ struct virtq {
  * after the 8th are ignored); returns 0 if malformed (size 0, a window crossing a 2 MiB page
  * or reaching past 4 GiB, an IRQ over 47). */
 int vmmio_parse(const char *v, u32 n);
+/* The same checks and append for one window (vmmio_parse, and the ACPI path). */
+int vmmio_add(u64 base, u64 size, u64 irq);
+/* acpi.c: with no virtio_mmio.device= words, the LNRO0005 devices of the DSDT that the RSDP
+ * at rsdp_pa leads to (hvm_start_info.rsdp_paddr; 0: none), in their order, through
+ * vmmio_add. Tables with a bad signature or checksum are ignored. */
+void vmmio_from_acpi(u64 rsdp_pa);
 /* Maps each entry's 2 MiB page user-accessible and uncached (device modes); returns 0 if an
  * entry sits in the LAPIC's or IOAPIC's 2 MiB page. */
 int vmmio_map(void);

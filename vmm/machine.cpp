@@ -18,6 +18,7 @@
 #include "memory/policy.hpp"
 #include "memory/report.hpp"
 #include "vmm/boot/linux.hpp"
+#include "vmm/boot/acpi.hpp"
 #include "vmm/boot/mptable.hpp"
 #include "vmm/boot/pvh.hpp"
 #include "vmm/x86.hpp"
@@ -199,6 +200,9 @@ Result<void> Machine::setup_devices() {
     if (auto ok = pio_.add(kCom1, 8, serial_); !ok) return ok;
     if (auto ok = pio_.add(kExitPort, 4, std::make_shared<ExitPort>(shutdown)); !ok) return ok;
     if (auto ok = pio_.add(0x60, 5, std::make_shared<I8042>(shutdown)); !ok) return ok;
+    // Present with --no-acpi too: a guest that migrated in from a source with ACPI may
+    // still power off through it.
+    if (auto ok = pio_.add(kAcpiPmPort, 3, std::make_shared<AcpiPm>(shutdown)); !ok) return ok;
     uint64_t low_ram = 0, high_ram = 0;
     for (const auto& r : mem_.regions()) (r.start.raw() < kHighRamStart ? low_ram : high_ram) += r.size();
     rtc_ = std::make_shared<Rtc>(low_ram, high_ram, cfg_.cpus);
@@ -334,8 +338,13 @@ void Machine::set_boot_state(std::shared_ptr<const BootState> s) {
 Result<void> Machine::load_kernel(const BootState& boot) {
     const auto& kernel = boot.kernel;
     std::optional<std::span<const uint8_t>> initrd_span;
-    const std::string cmdline = with_virtio_mmio_devices(boot.cmdline, virtio_.size(), virtio::kMmioBase,
-                                                         virtio::kMmioStride, virtio::kFirstIrq);
+    // With ACPI the DSDT names the virtio devices; without it (or when the command line
+    // tells Linux to ignore the tables) the virtio_mmio.device= words do. Never both: a
+    // Linux with ACPI would register each device twice.
+    const bool device_words = !cfg_.acpi || cmdline_disables_acpi(boot.cmdline);
+    const std::string cmdline = device_words ? with_virtio_mmio_devices(boot.cmdline, virtio_.size(), virtio::kMmioBase,
+                                                                        virtio::kMmioStride, virtio::kFirstIrq)
+                                             : boot.cmdline;
     if (boot.initrd) initrd_span = std::span<const uint8_t>(*boot.initrd);
     // An ELF with a PVH note boots through PVH; a bzImage, or an ELF vmlinux without
     // the note, through the Linux 64-bit boot protocol (vmm/boot/linux.hpp).
@@ -343,13 +352,26 @@ Result<void> Machine::load_kernel(const BootState& boot) {
     auto format = detect_kernel_format(kernel);
     if (format == KernelFormat::Unknown) return where(Error{Domain::Loader, 0, "not an ELF file or a bzImage"});
     if (auto ok = write_mptable(mem_, cfg_.cpus); !ok) return where(ok.error());
+    uint64_t rsdp = 0;
+    if (cfg_.acpi) {
+        AcpiConfig acpi{cfg_.cpus, {}};
+        for (size_t i = 0; i < virtio_.size(); ++i)
+            acpi.virtio.push_back({virtio::kMmioBase + i * virtio::kMmioStride, virtio::kFirstIrq + static_cast<uint32_t>(i)});
+        auto at = write_acpi_tables(mem_, acpi);
+        if (!at) return where(at.error());
+        rsdp = *at;
+    } else {
+        // RAM survives a reset: no RSDP of an earlier boot may be left for a guest to find.
+        const std::vector<uint8_t> zeros(kRsdpLength, 0);
+        if (auto ok = mem_.write_bytes(Gpa(kAcpiBase), zeros); !ok) return where(ok.error());
+    }
     if (format == KernelFormat::PvhElf) {
-        auto pvh = load_pvh(mem_, kernel, initrd_span, cmdline);
+        auto pvh = load_pvh(mem_, kernel, initrd_span, cmdline, rsdp);
         if (!pvh) return where(pvh.error());
         return setup_pvh_entry(*vcpus_[0], pvh->entry, pvh->start_info);
     }
-    auto loaded = format == KernelFormat::BzImage ? load_bzimage(mem_, kernel, initrd_span, cmdline)
-                                                  : load_vmlinux(mem_, kernel, initrd_span, cmdline);
+    auto loaded = format == KernelFormat::BzImage ? load_bzimage(mem_, kernel, initrd_span, cmdline, rsdp)
+                                                  : load_vmlinux(mem_, kernel, initrd_span, cmdline, rsdp);
     if (!loaded) return where(loaded.error());
     return setup_linux64_entry(*vcpus_[0], *loaded);
 }

@@ -48,6 +48,9 @@ struct MachineConfig {
     int serial_fd = 1;  // not owned; -1 discards console output
     bool load_kernel = true;  // false for an incoming migration: RAM and CPUs come from the stream
     CpuModel cpu_model;       // which CPUID features the guest sees (vmm/cpu_model.hpp)
+    // Hardware-reduced ACPI tables (vmm/boot/acpi.hpp), with the virtio devices in the
+    // DSDT; false (--no-acpi): none, and the devices as virtio_mmio.device= words.
+    bool acpi = true;
 
     // Guest RAM policy (memory/policy.hpp), applied per region before KVM sees it.
     bool ksm = false;

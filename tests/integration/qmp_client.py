@@ -10,9 +10,10 @@ Run by tests/integration/qmp_test.cpp against a running `ferry run --qmp PATH`:
     qmp_client.py SOCKET memory            ferry-query-memory answers with the RAM regions
     qmp_client.py SOCKET quit              {} then SHUTDOWN host-qmp-quit, then EOF
     qmp_client.py SOCKET slow              a client that never reads is dropped, others go on
-    qmp_client.py SOCKET shutdown REASON GUEST
+    qmp_client.py SOCKET shutdown REASON GUEST [SECONDS]
                                            prints "ready" once negotiated, then expects
                                            SHUTDOWN with that reason and guest flag
+                                           within SECONDS (default 120)
 
 Exit status 0 when every check holds; otherwise 1 with the failed check on stderr.
 """
@@ -327,10 +328,11 @@ def scenario_slow(path):
     q.close()
 
 
-def scenario_shutdown(path, reason, guest):
+def scenario_shutdown(path, reason, guest, timeout=120.0):
     q = Qmp(path)
     print("ready", flush=True)
-    ev = q.wait_event("SHUTDOWN", timeout=120)
+    q.sock.settimeout(timeout)
+    ev = q.wait_event("SHUTDOWN", timeout=timeout)
     check(ev["data"] == {"guest": guest, "reason": reason}, "SHUTDOWN %s: %r" % (reason, ev))
     q.close()
 
@@ -358,7 +360,7 @@ def main(argv):
         elif scenario == "slow":
             scenario_slow(path)
         elif scenario == "shutdown":
-            scenario_shutdown(path, rest[0], rest[1] == "true")
+            scenario_shutdown(path, rest[0], rest[1] == "true", float(rest[2]) if len(rest) > 2 else 120.0)
         else:
             print("unknown scenario %s" % scenario, file=sys.stderr)
             return 2

@@ -128,7 +128,7 @@ TEST_CASE("virtio-blk: mode=blk without a disk is one clear guest error", "[kvm]
     auto rc = p.wait_exit(kLong);
     INFO(p.out_text() << p.err());
     CHECK(rc == 16 + 2);  // the guest's own error code 2
-    CHECK(p.out_text().find("guest: error blk no virtio-mmio device (no virtio_mmio.device= on the command line)") !=
+    CHECK(p.out_text().find("guest: error blk no virtio-mmio device (none on the command line, none in the ACPI DSDT)") !=
           std::string::npos);
 }
 

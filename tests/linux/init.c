@@ -11,11 +11,15 @@
 //       frames of type 0x88b6 over a packet socket: "ferry-linux ping SEED SEQ" sent
 //       to the broadcast address until the host side of the tap answers "ferry-linux
 //       pong SEED SEQ"
-//   with ferry.memtest=MiB: a memory-checking loop that never ends, one line a second
+//   with ferry.memtest=MiB: a memory-checking loop, one line a second, that ends when
+//   the disk (if any) holds "ferry-stop" at byte 2 MiB (the migration test writes it
+//   into the image file once the guest runs on the destination)
 //   ferry-init: mem pass=N bad=B             (B: pages that lost their last stamp)
-// then powers off: `ferry-init: powering off status=S` (S: 0, or 1 for a bad disk
-// readback plus 2 for no pong), a write of S to ferry's exit port 0xf4 (`ferry run`
-// exits with S) and reboot(RB_POWER_OFF).
+// then powers off: `ferry-init: powering off status=S via=acpi|port` (S: 0, or 1 for a
+// bad disk readback, plus 2 for no pong, plus 4 for pages the memory check lost). With
+// status 0 and ACPI (/sys/firmware/acpi), reboot(RB_POWER_OFF): Linux writes S5 to
+// ferry's ACPI sleep register and `ferry run` exits with 0. Otherwise a write of S to
+// ferry's exit port 0xf4 (`ferry run` exits with S), then reboot(RB_POWER_OFF).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -38,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kPatternOff = 1 << 20, kPatternLen = 64 << 10, kEtherType = 0x88b6 };
+enum { kPatternOff = 1 << 20, kPatternLen = 64 << 10, kStopOff = 2 << 20, kEtherType = 0x88b6 };
 
 static char cmdline[4096];
 
@@ -197,15 +201,29 @@ static int check_net(uint64_t seed) {
     return ok ? 0 : 2;
 }
 
+// Whether the disk holds "ferry-stop" at byte kStopOff (read past any cache).
+static int stop_requested(void) {
+    static char *buf;
+    if (!buf) buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = open("/dev/vda", O_RDONLY | O_DIRECT);
+    if (fd < 0 || buf == MAP_FAILED) {
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    int stop = pread(fd, buf, 512, kStopOff) == 512 && memcmp(buf, "ferry-stop", 10) == 0;
+    close(fd);
+    return stop;
+}
+
 // Rewrites `mib` MiB page by page, each page stamped with (pass, page), checking the
 // previous pass's stamp first; a pass and a line a second (a dirty rate of `mib` MiB/s
-// that precopy converges on). Never returns.
-static void memtest(long mib) {
+// that precopy converges on), until stop_requested(). Returns 4 if a page lost its stamp.
+static int memtest(long mib) {
     const size_t pages = (size_t)mib << 8;
     uint64_t *mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         printf("ferry-init: mem mmap of %ld MiB failed\n", mib);
-        return;
+        return 4;
     }
     uint64_t bad = 0;
     double next = now_s() + 1;
@@ -217,6 +235,10 @@ static void memtest(long mib) {
             w[511] = ~w[0];
         }
         printf("ferry-init: mem pass=%llu bad=%llu\n", (unsigned long long)pass, (unsigned long long)bad);
+        if (stop_requested()) {
+            printf("ferry-init: mem stop\n");
+            return bad ? 4 : 0;
+        }
         double wait = next - now_s();
         if (wait > 0) {
             struct timespec t = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
@@ -256,15 +278,19 @@ int main(void) {
     printf("ferry-init: cpus=%ld\n", sysconf(_SC_NPROCESSORS_ONLN));
     int status = check_disk(seed) | check_net(seed);
     const char *mt = param("ferry.memtest");
-    if (mt) memtest(strtol(mt, NULL, 10));
+    if (mt) status |= memtest(strtol(mt, NULL, 10));
 
-    printf("ferry-init: powering off status=%d\n", status);
+    const int acpi = access("/sys/firmware/acpi", F_OK) == 0;
+    const int via_acpi = status == 0 && acpi;
+    printf("ferry-init: powering off status=%d via=%s\n", status, via_acpi ? "acpi" : "port");
     sync();
-    tcdrain(STDOUT_FILENO);  // the 8250 sends the line before ferry exits on the port write
-    if (ioperm(0xf4, 4, 1) == 0)
-        outl((unsigned)status, 0xf4);
-    else
-        perror("ferry-init: ioperm(0xf4)");
+    tcdrain(STDOUT_FILENO);  // the 8250 sends the line before ferry exits
+    if (!via_acpi) {
+        if (ioperm(0xf4, 4, 1) == 0)
+            outl((unsigned)status, 0xf4);
+        else
+            perror("ferry-init: ioperm(0xf4)");
+    }
     reboot(RB_POWER_OFF);
     for (;;) pause();
 }

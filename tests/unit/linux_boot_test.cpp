@@ -120,7 +120,11 @@ TEST_CASE("a bzImage loads at pref_address with a zero page as boot.rst says", "
     CHECK(bp.hdr.ramdisk_image == 0);
     CHECK(bp.hdr.ramdisk_size == 0);
     CHECK(bp.sentinel == 0);  // not copied: the kernel would zero parts of boot_params
+    CHECK(bp.acpi_rsdp_addr == 0);  // no ACPI tables given
     CHECK(ram.cstring(bp.hdr.cmd_line_ptr) == "console=ttyS0 ferry-marker");
+    // With ACPI tables, the zero page says where their RSDP is.
+    REQUIRE(load_bzimage(ram.mem, file, std::nullopt, "", 0xe0000));
+    CHECK(ram.zero_page().acpi_rsdp_addr == 0xe0000);
 
     // e820 from build_e820: RAM below the EBDA, reserved EBDA..1 MiB, RAM above.
     REQUIRE(bp.e820_entries == 3);

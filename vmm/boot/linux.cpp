@@ -140,7 +140,7 @@ struct CommonBoot {
 };
 
 Result<LinuxBoot> finish_boot(const GuestMemory& mem, boot_params& bp, LinuxBoot boot, const CommonBoot& c,
-                              std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline) {
+                              std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp) {
     uint64_t cmdline_max = std::min<uint64_t>(c.cmdline_max, kCmdlineMax - 1);
     if (cmdline.size() > cmdline_max)
         return fail(Domain::Loader, fmt::format("command line is {} bytes; this kernel takes at most {}", cmdline.size(), cmdline_max));
@@ -150,6 +150,7 @@ Result<LinuxBoot> finish_boot(const GuestMemory& mem, boot_params& bp, LinuxBoot
     bp.hdr.type_of_loader = kLoaderTypeUndefined;
     bp.hdr.cmd_line_ptr = static_cast<uint32_t>(kCmdlineGpa);
     bp.ext_cmd_line_ptr = 0;
+    bp.acpi_rsdp_addr = rsdp;
 
     if (initrd) {
         // As high as possible: below initrd_addr_max and the end of low RAM, page
@@ -250,7 +251,7 @@ Result<BzImageHeader> parse_bzimage(std::span<const uint8_t> f) {
 }
 
 Result<LinuxBoot> load_bzimage(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline) {
+                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp) {
     auto h = parse_bzimage(kernel);
     if (!h) return std::unexpected(h.error());
     auto low_end = checked_low_ram(mem);
@@ -292,11 +293,11 @@ Result<LinuxBoot> load_bzimage(const GuestMemory& mem, std::span<const uint8_t> 
     boot.entry = load + kEntry64Offset;
     boot.kernel_end = std::max(load + h->kernel_size, runtime + h->init_size);
     CommonBoot c{boot.kernel_end, std::min<uint64_t>(*low_end, uint64_t{h->initrd_addr_max} + 1), h->cmdline_size};
-    return finish_boot(mem, bp, boot, c, initrd, cmdline);
+    return finish_boot(mem, bp, boot, c, initrd, cmdline, rsdp);
 }
 
 Result<LinuxBoot> load_vmlinux(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline) {
+                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp) {
     auto img = parse_elf(kernel);
     if (!img) return std::unexpected(img.error());
     if (!img->is64)
@@ -337,7 +338,7 @@ Result<LinuxBoot> load_vmlinux(const GuestMemory& mem, std::span<const uint8_t> 
     boot.entry = img->entry;
     boot.kernel_end = img->highest_paddr_end();
     CommonBoot c{boot.kernel_end, std::min<uint64_t>(*low_end, uint64_t{bp.hdr.initrd_addr_max} + 1), bp.hdr.cmdline_size};
-    return finish_boot(mem, bp, boot, c, initrd, cmdline);
+    return finish_boot(mem, bp, boot, c, initrd, cmdline, rsdp);
 }
 
 Result<void> setup_linux64_entry(Vcpu& vcpu, const LinuxBoot& boot) {
@@ -378,6 +379,22 @@ std::string with_virtio_mmio_devices(const std::string& cmdline, size_t count, u
         out += fmt::format("virtio_mmio.device=4K@{:#x}:{}", base + i * stride, irq + i);
     }
     return out;
+}
+
+bool cmdline_disables_acpi(const std::string& cmdline) {
+    // Words up to a "--" (what follows is init's); the last acpi= word wins, as in Linux.
+    bool off = false;
+    size_t i = 0;
+    while (i < cmdline.size()) {
+        while (i < cmdline.size() && cmdline[i] == ' ') ++i;
+        size_t end = cmdline.find(' ', i);
+        if (end == std::string::npos) end = cmdline.size();
+        std::string_view word(cmdline.data() + i, end - i);
+        if (word == "--") break;
+        if (word.starts_with("acpi=")) off = word == "acpi=off";
+        i = end;
+    }
+    return off;
 }
 
 }  // namespace ferry

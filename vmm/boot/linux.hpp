@@ -83,13 +83,13 @@ struct LinuxBoot {
 // and page tables. Refuses, with one line, what cannot boot: see parse_bzimage, and
 // a kernel, init_size or initrd that does not fit in RAM below 4 GiB, a kernel that
 // would have to move but is not relocatable, a command line longer than the kernel
-// takes.
+// takes. `rsdp`: the ACPI RSDP's address for the zero page's acpi_rsdp_addr (0: none).
 Result<LinuxBoot> load_bzimage(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline);
+                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp = 0);
 
 // The same for an ELF vmlinux without a PVH note: segments at p_paddr, entry e_entry.
 Result<LinuxBoot> load_vmlinux(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline);
+                               std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp = 0);
 
 // Register state of the 64-bit boot protocol: long mode, paging on (CR3 = kPml4Gpa),
 // CS = 0x10 flat 64-bit code, DS/ES/SS/FS/GS = 0x18 flat data, interrupts off,
@@ -98,6 +98,9 @@ Result<void> setup_linux64_entry(Vcpu& vcpu, const LinuxBoot& boot);
 
 // `cmdline` with " virtio_mmio.device=4K@0x<base + i*stride>:<irq + i>" appended for
 // each of `count` virtio-mmio devices (how Linux learns of them without ACPI/DT).
+// ferry appends them when the guest gets no ACPI tables, or is told to ignore them.
 std::string with_virtio_mmio_devices(const std::string& cmdline, size_t count, uint64_t base, uint64_t stride, uint32_t irq);
+// Whether `cmdline` has the word acpi=off (Linux then ignores the ACPI tables).
+bool cmdline_disables_acpi(const std::string& cmdline);
 
 }  // namespace ferry

@@ -23,7 +23,7 @@ std::vector<E820Entry> build_e820(const GuestMemory& mem) {
 }
 
 Result<PvhBoot> load_pvh(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                         std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline) {
+                         std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp) {
     auto img = parse_elf(kernel);
     if (!img) return std::unexpected(img.error());
     if (!img->pvh_entry)
@@ -48,6 +48,7 @@ Result<PvhBoot> load_pvh(const GuestMemory& mem, std::span<const uint8_t> kernel
     si.magic = kHvmStartMagic;
     si.version = 1;
     si.cmdline_paddr = kCmdlineGpa;
+    si.rsdp_paddr = rsdp;
 
     std::vector<uint8_t> cl(cmdline.begin(), cmdline.end());
     cl.push_back(0);

@@ -71,8 +71,9 @@ struct PvhBoot {
 
 // Loads `kernel` (the file's bytes) and writes the boot information. Fails with a
 // clear message for a non-ELF file, a truncated or hostile one, an ELF without a
-// PVH note, segments outside RAM, or a command line that is too long.
+// PVH note, segments outside RAM, or a command line that is too long. `rsdp`: the
+// ACPI RSDP's address for rsdp_paddr (0: none).
 Result<PvhBoot> load_pvh(const GuestMemory& mem, std::span<const uint8_t> kernel,
-                         std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline);
+                         std::optional<std::span<const uint8_t>> initrd, const std::string& cmdline, uint64_t rsdp = 0);
 
 }  // namespace ferry
