@@ -272,7 +272,7 @@ void boot_linux(const std::string& image, bool acpi) {
                                                std::string("^ferry-init: powering off status=0 via=") + (acpi ? "acpi" : "port")};
         if (acpi) {
             init_lines.push_back(R"(ACPI: Interpreter enabled)");
-            init_lines.push_back(R"(ACPI: \(supports S0 S5\))");
+            init_lines.push_back(R"(ACPI: (PM: )?\(supports S0 S5\))");
             init_lines.push_back(R"(reboot: Power down)");
         }
         if (devices) {
@@ -332,6 +332,29 @@ TEST_CASE("Linux boots as a vmlinux through PVH with ACPI and powers off", "[kvm
 
 TEST_CASE("Linux boots as a vmlinux through the 64-bit entry with --no-acpi (MP table, exit port)", "[kvm][linux]") {
     boot_linux("vmlinux-64", false);
+}
+
+TEST_CASE("Linux reboots through the ACPI reset register", "[kvm][linux]") {
+    auto dir = built_linux();
+    if (!dir) {
+        WARN("the Linux guest is not built: skipping (run scripts/build-linux)");
+        return;
+    }
+    if (!hardware_virtualization()) {
+        WARN("no VMX/SVM here: Linux does not reach /init under this KVM, so it cannot reboot (scripts/test runs this "
+             "case in the nested test VM)");
+        return;
+    }
+    // init runs reboot(RB_AUTOBOOT); Linux's default reboot method is the FADT's reset
+    // register (then the i8042), and --no-reboot makes the reset end ferry.
+    Process p({ferry_bin(), "run", "--kernel", *dir + "/vmlinux", "--initrd", *dir + "/initramfs.cpio.lz4", "--mem", "256M",
+               "--cpus", "1", "--no-reboot", "--cmdline", "console=ttyS0 ferry.reboot=1"});
+    auto missing = wait_all(p, {"^ferry-init: rebooting", "reboot: Restarting system"}, kLinuxInit);
+    auto rc = p.wait_exit(60s);
+    INFO("console:\n" << p.out_text() << "\nstderr:\n" << p.err());
+    CHECK(missing.empty());
+    CHECK(rc == 0);
+    CHECK(p.err().find("guest reset through the ACPI reset register; exiting (--no-reboot)") != std::string::npos);
 }
 
 TEST_CASE("a Linux guest migrates while its init checks memory, then powers off on the destination", "[kvm][linux][migration]") {

@@ -15,7 +15,8 @@
 //   the disk (if any) holds "ferry-stop" at byte 2 MiB (the migration test writes it
 //   into the image file once the guest runs on the destination)
 //   ferry-init: mem pass=N bad=B             (B: pages that lost their last stamp)
-// then powers off: `ferry-init: powering off status=S via=acpi|port` (S: 0, or 1 for a
+// With ferry.reboot=1 it reboots instead (`ferry-init: rebooting`, reboot(RB_AUTOBOOT)).
+// Otherwise it powers off: `ferry-init: powering off status=S via=acpi|port` (S: 0, or 1 for a
 // bad disk readback, plus 2 for no pong, plus 4 for pages the memory check lost). With
 // status 0 and ACPI (/sys/firmware/acpi), reboot(RB_POWER_OFF): Linux writes S5 to
 // ferry's ACPI sleep register and `ferry run` exits with 0. Otherwise a write of S to
@@ -280,6 +281,12 @@ int main(void) {
     const char *mt = param("ferry.memtest");
     if (mt) status |= memtest(strtol(mt, NULL, 10));
 
+    if (param("ferry.reboot")) {
+        printf("ferry-init: rebooting\n");
+        sync();
+        tcdrain(STDOUT_FILENO);
+        reboot(RB_AUTOBOOT);  // Linux tries the ACPI reset register first, then the i8042
+    }
     const int acpi = access("/sys/firmware/acpi", F_OK) == 0;
     const int via_acpi = status == 0 && acpi;
     printf("ferry-init: powering off status=%d via=%s\n", status, via_acpi ? "acpi" : "port");
