@@ -14,6 +14,7 @@ cmdline = "mode=idle"
 disk = ["/a.img", "/b.img"]
 net = "tap:t0"
 no-reboot = true
+no-acpi = true
 )", "test.toml");
     REQUIRE(file);
     CHECK(*file->kernel == "/k.elf");
@@ -35,11 +36,13 @@ no-reboot = true
     CHECK_FALSE(plan->machine.thp);
     CHECK(plan->machine.cmdline == "mode=idle");
     CHECK_FALSE(plan->reboot);
+    CHECK_FALSE(plan->machine.acpi);
     RunArgs bare;
     bare.kernel = "/k.elf";
     auto plain = plan_run(bare);
     REQUIRE(plain);
     CHECK(plain->reboot);  // QEMU's default: a guest reset boots the guest again
+    CHECK(plain->machine.acpi);  // ACPI tables unless --no-acpi
 }
 
 TEST_CASE("malformed and unknown TOML is an error with a position", "[config]") {
@@ -72,6 +75,7 @@ TEST_CASE("run options are validated with the option named", "[config]") {
     CHECK(msg(with([](RunArgs& a) { a.cpus = "2x"; })).find("--cpus") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.thp = "yes"; })).find("--thp") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.no_reboot = "maybe"; })).find("no-reboot") != std::string::npos);
+    CHECK(msg(with([](RunArgs& a) { a.no_acpi = "maybe"; })).find("no-acpi") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.serial = "tcp:1"; })).find("--serial") != std::string::npos);
     CHECK(msg(with([](RunArgs& a) { a.memory_backend = "ram"; })).find("--memory-backend") != std::string::npos);
     for (const char* bad : {"tap:", "user:x", "tap:x,mac=zz", "tap:x,mac=01:00:00:00:00:01", "tap:x,mtu=9000", "tap:x,mac=02:00:00:00:00:01x"})
