@@ -4,11 +4,13 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -49,9 +51,10 @@ Result<void> clear_stale_socket(const std::string& path, const sockaddr_un& addr
 
 }  // namespace
 
-QmpServer::QmpServer(EventLoop& loop, std::string path, Fd listener, dev_t dev, ino_t ino, const CommandTable& commands,
+QmpServer::QmpServer(EventLoop& loop, std::string path, Fd listener, Fd timer, dev_t dev, ino_t ino, const CommandTable& commands,
                      QmpServerLimits limits)
-    : loop_(loop), path_(std::move(path)), listener_(std::move(listener)), dev_(dev), ino_(ino), commands_(commands), limits_(limits) {}
+    : loop_(loop), path_(std::move(path)), listener_(std::move(listener)), timer_(std::move(timer)), dev_(dev), ino_(ino),
+      commands_(commands), limits_(limits) {}
 
 QmpServer::~QmpServer() { close(std::chrono::milliseconds(0)); }
 
@@ -82,10 +85,18 @@ Result<std::unique_ptr<QmpServer>> QmpServer::listen(EventLoop& loop, const std:
         ::unlink(path.c_str());
         return fail(Domain::Monitor, fmt::format("listen on QMP socket '{}'", path), err);
     }
-    std::unique_ptr<QmpServer> server(new QmpServer(loop, path, std::move(fd), st.st_dev, st.st_ino, commands, limits));
+    Fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+    if (!timer.valid()) {
+        int err = errno;
+        ::unlink(path.c_str());
+        return fail(Domain::Monitor, "timerfd for the QMP monitor", err);
+    }
+    std::unique_ptr<QmpServer> server(new QmpServer(loop, path, std::move(fd), std::move(timer), st.st_dev, st.st_ino, commands, limits));
     QmpServer* self = server.get();
     if (auto ok = loop.watch(self->listener_.get(), EPOLLIN, [self](uint32_t) { self->on_accept(); }); !ok)
         return std::unexpected(ok.error());  // the destructor removes the file
+    if (auto ok = loop.watch(self->timer_.get(), EPOLLIN, [self](uint32_t) { self->on_timer(); }); !ok)
+        return std::unexpected(ok.error());
     logger("qmp")->info("QMP monitor listening on '{}'", path);
     return server;
 }
@@ -98,6 +109,7 @@ void QmpServer::on_accept() {
             if (errno != EAGAIN && errno != EWOULDBLOCK) logger("qmp")->warn("accept on '{}': {}", path_, std::strerror(errno));
             return;
         }
+        if (!peer_allowed(fd.get())) continue;  // closes it
         if (clients_.size() >= limits_.max_clients) {
             logger("qmp")->warn("QMP client refused: already {} clients", clients_.size());
             continue;  // closes it
@@ -112,12 +124,54 @@ void QmpServer::on_accept() {
         logger("qmp")->debug("QMP client {} connected", raw);
         Client& c = clients_[raw];
         c.session = std::move(session);
+        c.negotiate_by = std::chrono::steady_clock::now() + limits_.negotiation_timeout;
         serving_ = true;
         c.session->send(qmp_greeting());
         serving_ = false;
         rewatch(c);
         sweep();
+        arm_timer();
     }
+}
+
+bool QmpServer::peer_allowed(int fd) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        logger("qmp")->warn("QMP client refused: SO_PEERCRED: {}", std::strerror(errno));
+        return false;
+    }
+    if (cred.uid == 0 || cred.uid == ::geteuid()) return true;
+    logger("qmp")->warn("QMP client refused: pid {} runs as uid {}; ferry serves only its own uid ({}) and root", cred.pid,
+                        cred.uid, ::geteuid());
+    return false;
+}
+
+void QmpServer::on_timer() {
+    uint64_t expirations;
+    [[maybe_unused]] ssize_t n = ::read(timer_.get(), &expirations, sizeof(expirations));
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [fd, c] : clients_) {
+        if (c.session->dead() || c.session->command_mode() || c.negotiate_by > now) continue;
+        c.session->kill(fmt::format("no qmp_capabilities within {} ms", limits_.negotiation_timeout.count()));
+    }
+    sweep();
+    arm_timer();
+}
+
+void QmpServer::arm_timer() {
+    if (closed_ || !timer_.valid()) return;
+    std::optional<std::chrono::steady_clock::time_point> first;
+    for (const auto& [fd, c] : clients_)
+        if (!c.session->dead() && !c.session->command_mode() && (!first || c.negotiate_by < *first)) first = c.negotiate_by;
+    itimerspec spec{};
+    if (first) {
+        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(*first - std::chrono::steady_clock::now());
+        if (left.count() < 1000000) left = std::chrono::nanoseconds(1000000);
+        spec.it_value.tv_sec = static_cast<time_t>(left.count() / 1000000000);
+        spec.it_value.tv_nsec = static_cast<long>(left.count() % 1000000000);
+    }
+    ::timerfd_settime(timer_.get(), 0, &spec, nullptr);
 }
 
 void QmpServer::on_client(int fd, uint32_t events) {
@@ -196,6 +250,8 @@ void QmpServer::close(std::chrono::milliseconds flush_timeout) {
     clients_.clear();
     loop_.unwatch(listener_.get());
     listener_.reset();
+    if (timer_.valid()) loop_.unwatch(timer_.get());
+    timer_.reset();
     // Remove the socket file only if it is still ours (not a successor's).
     struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) ::unlink(path_.c_str());

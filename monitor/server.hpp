@@ -10,6 +10,11 @@
 // replaced; one with a live listener is an error, as is a file that is not a socket.
 // Sessions are non-blocking: one slow or dead client never blocks the guest or the
 // other clients (see session.hpp for the per-client limits).
+//
+// Who is served: the peer's credentials (SO_PEERCRED) must name ferry's own effective
+// uid or root; anyone else is closed at once, even if the socket file's mode was
+// widened. A client that has not sent qmp_capabilities within `negotiation_timeout` is
+// closed, so idle connections cannot hold every slot (`max_clients`).
 #pragma once
 
 #include <sys/types.h>
@@ -34,6 +39,7 @@ namespace ferry {
 struct QmpServerLimits {
     size_t max_clients = 32;
     size_t max_output = 1 << 20;  // bytes queued for one client before it is dropped
+    std::chrono::milliseconds negotiation_timeout{10000};
 };
 
 class QmpServer {
@@ -59,11 +65,15 @@ private:
     struct Client {
         std::unique_ptr<QmpSession> session;
         bool watching_out = false;  // EPOLLOUT is on while output waits
+        std::chrono::steady_clock::time_point negotiate_by;
     };
 
-    QmpServer(EventLoop& loop, std::string path, Fd listener, dev_t dev, ino_t ino, const CommandTable& commands,
+    QmpServer(EventLoop& loop, std::string path, Fd listener, Fd timer, dev_t dev, ino_t ino, const CommandTable& commands,
               QmpServerLimits limits);
     void on_accept();
+    bool peer_allowed(int fd);
+    void on_timer();
+    void arm_timer();  // for the earliest negotiation deadline, or off
     void on_client(int fd, uint32_t events);
     void rewatch(Client& c);
     void sweep();  // closes dead sessions; never while one is being served
@@ -71,6 +81,7 @@ private:
     EventLoop& loop_;
     std::string path_;
     Fd listener_;
+    Fd timer_;  // timerfd: negotiation deadlines
     dev_t dev_;
     ino_t ino_;
     const CommandTable& commands_;

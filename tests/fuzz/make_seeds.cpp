@@ -3,7 +3,7 @@
 // target's layout (see the top of fuzz_<name>.cpp), built with the project's own
 // writers where there is one (send_section, encode_header, the state savers).
 //   ninja -C build tests/fuzz/make-fuzz-seeds && build/tests/fuzz/make-fuzz-seeds tests/fuzz/corpus
-// The TOML seeds of fuzz_config are plain files kept by hand.
+// The TOML seeds of fuzz_config and the QMP texts of fuzz_qmp are plain files kept by hand.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,7 +22,10 @@
 #include "devices/virtio/queue.hpp"
 #include "migration/stream.hpp"
 #include "tests/fuzz/fake_ram.hpp"
+#include "tests/common/elf_builder.hpp"
+#include "vmm/boot/acpi.hpp"
 #include "vmm/cpu_state.hpp"
+#include <asm/bootparam.h>
 
 using namespace ferry;
 using namespace ferry::fuzz;
@@ -180,6 +183,104 @@ void stream_seeds() {
     write(t, "seed-error", with_flags(4, capture([](Channel& ch) { must(send_error(ch, "disk on fire")); })));
 }
 
+// fuzz_loaders: a mode byte, then a PVH ELF, a bzImage, a vmlinux or an ACPI config.
+void loaders_seeds() {
+    const std::string t = "fuzz_loaders";
+    auto with_mode = [](uint8_t mode, Bytes b) {
+        b.insert(b.begin(), mode);
+        return b;
+    };
+    test::ElfBuilder pvh;
+    write(t, "seed-pvh", with_mode(0, pvh.build()));
+    write(t, "seed-detect-pvh", with_mode(3, pvh.build()));
+    test::ElfBuilder plain;
+    plain.with_note = false;
+    write(t, "seed-vmlinux", with_mode(2, plain.build()));
+    // A bzImage: 4 setup sectors + the boot sector, a protocol 2.15 header, 8 KiB of kernel.
+    Bytes bz(5 * 512 + 0x2000, 0);
+    setup_header h{};
+    h.setup_sects = 4;
+    h.syssize = 0x2000 / 16;
+    h.boot_flag = 0xaa55;
+    h.jump = 0x66eb;
+    h.header = 0x53726448;
+    h.version = 0x020f;
+    h.loadflags = LOADED_HIGH;
+    h.initrd_addr_max = 0x7fffffff;
+    h.kernel_alignment = 0x200000;
+    h.relocatable_kernel = 1;
+    h.xloadflags = XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G;
+    h.cmdline_size = 2047;
+    h.pref_address = 0x1000000;
+    h.init_size = 0x400000;
+    std::memcpy(bz.data() + 0x1f1, &h, sizeof(h));
+    write(t, "seed-bzimage", with_mode(1, bz));
+    write(t, "seed-detect-bzimage", with_mode(3, bz));
+    // ACPI: vCPUs, windows, then base (u32) and irq per window.
+    Bytes acpi{2, 2};
+    for (uint32_t i = 0; i < 2; ++i) {
+        uint32_t base = 0xd0000000 + i * 0x1000;
+        acpi.insert(acpi.end(), reinterpret_cast<uint8_t*>(&base), reinterpret_cast<uint8_t*>(&base) + 4);
+        acpi.push_back(static_cast<uint8_t>(5 + i));
+    }
+    write(t, "seed-acpi", with_mode(4, acpi));
+    write(t, "seed-acpi-max", with_mode(4, Bytes{254, 0}));
+}
+
+// fuzz_mmio: the register accesses of a driver that sets up queue 0 with one chain of a
+// readable and a writable buffer, notifies it and acknowledges the interrupt.
+void mmio_seeds() {
+    Bytes out;
+    auto access = [&](bool write, unsigned size_log2, uint16_t offset, uint32_t value, uint64_t ram = 0) {
+        out.push_back(static_cast<uint8_t>((write ? 1 : 0) | size_log2 << 1));
+        out.push_back(0);
+        out.insert(out.end(), reinterpret_cast<uint8_t*>(&offset), reinterpret_cast<uint8_t*>(&offset) + 2);
+        out.insert(out.end(), reinterpret_cast<uint8_t*>(&value), reinterpret_cast<uint8_t*>(&value) + 4);
+        out.insert(out.end(), reinterpret_cast<uint8_t*>(&ram), reinterpret_cast<uint8_t*>(&ram) + 8);
+    };
+    auto poke = [&](uint64_t gpa, const Bytes& bytes) {  // RAM writes ride on harmless reads
+        for (size_t i = 0; i < bytes.size(); ++i) access(false, 2, 0, 0, (gpa + i) | uint64_t{bytes[i]} << 32 | 1ull << 40);
+    };
+    auto le = [](uint64_t v, int n) {
+        Bytes b;
+        for (int i = 0; i < n; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+        return b;
+    };
+    for (uint16_t r : {0x000, 0x004, 0x008, 0x00c, 0x010}) access(false, 2, r, 0);
+    access(true, 2, 0x070, 1);
+    access(true, 2, 0x070, 3);
+    access(true, 2, 0x024, 1);
+    access(true, 2, 0x020, 1);  // VERSION_1 (bit 32)
+    access(true, 2, 0x070, 11);
+    access(true, 2, 0x030, 0);
+    access(false, 2, 0x034, 0);
+    access(true, 2, 0x038, 8);
+    access(true, 2, 0x080, static_cast<uint32_t>(kDesc));
+    access(true, 2, 0x084, 0);
+    access(true, 2, 0x090, static_cast<uint32_t>(kAvail));
+    access(true, 2, 0x0a0, static_cast<uint32_t>(kUsed));
+    access(true, 2, 0x044, 1);
+    access(true, 2, 0x070, 15);
+    // Descriptor 0: 64 bytes at kData, NEXT -> 1; descriptor 1: 64 writable bytes.
+    Bytes d0 = le(kData, 8), d1 = le(kData + 64, 8);
+    for (auto b : le(64, 4)) d0.push_back(b);
+    for (auto b : le(1, 2)) d0.push_back(b);  // NEXT
+    for (auto b : le(1, 2)) d0.push_back(b);
+    for (auto b : le(64, 4)) d1.push_back(b);
+    for (auto b : le(2, 2)) d1.push_back(b);  // WRITE
+    for (auto b : le(0, 2)) d1.push_back(b);
+    poke(kDesc, d0);
+    poke(kDesc + 16, d1);
+    poke(kAvail + 4, le(0, 2));  // ring[0] = head 0
+    poke(kAvail + 2, le(1, 2));  // idx = 1
+    access(true, 2, 0x050, 0);   // notify
+    access(false, 2, 0x060, 0);
+    access(true, 2, 0x064, 1);
+    access(false, 0, 0x100, 0);  // configuration space, a byte
+    access(true, 3, 0x104, 0xdeadbeef);
+    write("fuzz_mmio", "seed-driver", out);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,5 +291,7 @@ int main(int argc, char** argv) {
     out_dir = argv[1];
     virtqueue_seeds();
     stream_seeds();
+    loaders_seeds();
+    mmio_seeds();
     return 0;
 }
