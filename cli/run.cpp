@@ -12,6 +12,7 @@
 
 #include "base/event_loop.hpp"
 #include "base/fd.hpp"
+#include "base/privileges.hpp"
 #include "cli/commands.hpp"
 #include "monitor/machine_commands.hpp"
 #include "monitor/migration_commands.hpp"
@@ -88,9 +89,16 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         qmp = std::move(*server);
     }
 
+    // Least privilege (base/privileges.hpp): what ferry keeps once set up is decided
+    // before any thread starts; the main thread drops when the machine exists.
+    privileges::set_policy(privileges::runtime_needs(plan->incoming.has_value()));
     auto machine = Machine::create(plan->machine);
     if (!machine) {
         errorln(machine.error().message());
+        return kExitError;
+    }
+    if (auto dropped = privileges::drop_this_thread(); !dropped) {
+        errorln("cannot give up capabilities after setup: " + dropped.error().message());
         return kExitError;
     }
 

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "base/privileges.hpp"
 
 namespace ferry::virtio {
 
@@ -182,6 +183,9 @@ Result<void> Blk::restore_state(StateReader& r) {
 }
 
 void Blk::run() {
+    // Started during setup, before the main thread gives up its capabilities: give up
+    // this thread's own now (base/privileges.hpp).
+    if (auto ok = privileges::drop_this_thread(); !ok) logger("dev." + id_)->warn("{}", ok.error().message());
     pollfd fds[2] = {{notify_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     for (;;) {
         int r = ::poll(fds, 2, -1);

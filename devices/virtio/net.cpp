@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "base/privileges.hpp"
 
 namespace ferry::virtio {
 
@@ -157,6 +158,9 @@ Result<void> Net::restore_state(StateReader& r) {
 
 void Net::run() {
     auto log = logger("dev." + id_);
+    // Started during setup, before the main thread gives up its capabilities: give up
+    // this thread's own now (base/privileges.hpp).
+    if (auto ok = privileges::drop_this_thread(); !ok) log->warn("{}", ok.error().message());
     for (;;) {
         bool want_rx;
         {
