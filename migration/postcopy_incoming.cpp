@@ -224,7 +224,10 @@ Result<void> PostcopyIncoming::place(const DecodedPage& p) {
 }
 
 Result<void> PostcopyIncoming::stage(const DecodedPage& p, uint64_t page) {
-    auto [first, n] = unit_of(p.region, p.index);
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+    const auto unit = unit_of(p.region, p.index);
+    const auto first = unit.first;
+    const auto n = unit.second;
     auto it = std::ranges::find_if(staged_, [&](const Staged& s) { return s.first == first; });
     if (it == staged_.end()) {
         if (staged_.size() == kMaxStaged)

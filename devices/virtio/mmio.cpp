@@ -161,8 +161,12 @@ Result<void> MmioTransport::restore(StateReader& r) {
     if (!r.get_struct(s) || !r.get(n)) return fail(Domain::Migration, fmt::format("{}: virtio state is malformed", dev_->id()));
     if (n != queues_.size())
         return fail(Domain::Migration, fmt::format("{}: {} queues in the stream, the device has {}", dev_->id(), n, queues_.size()));
+    // DriverFeatures is a plain register until the driver sets FEATURES_OK (which
+    // write_reg refuses for features this device does not offer): a guest saved in the
+    // middle of its negotiation may hold anything there.
     uint64_t offered = dev_->features() | kFVersion1;
-    if (s.status > 0xff || (s.driver_features & ~offered) || s.interrupt_status > 3)
+    const bool accepted = s.status & kStatusFeaturesOk;
+    if (s.status > 0xff || (accepted && (s.driver_features & ~offered)) || s.interrupt_status > 3)
         return fail(Domain::Migration, fmt::format("{}: virtio status {:#x} / features {:#x} not valid for this device", dev_->id(),
                                                    s.status, s.driver_features));
     std::vector<QueueState> qs(n);

@@ -16,6 +16,7 @@
 //               outside the hole), bits 32-39 value; 0 leaves RAM alone
 // Crashes, hangs, sanitizer reports and a saved state that does not restore are bugs.
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -111,6 +112,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     t.save(w);
     MmioTransport again(std::make_shared<FakeDevice>(), mem, [] {});
     StateReader r(w.bytes());
-    if (!again.restore(r)) __builtin_trap();
+    if (auto ok = again.restore(r); !ok) {
+        std::fprintf(stderr, "fuzz_mmio: a saved state does not restore: %s\n", ok.error().message().c_str());
+        __builtin_trap();
+    }
     return 0;
 }
