@@ -43,6 +43,10 @@ Result<void> Queue::validate(const QueueState& s, uint16_t max_size, const Guest
 Result<void> Queue::set_ready(const GuestMemory& mem, bool ready) {
     QueueState s = s_;
     s.ready = ready ? 1 : 0;
+    // A queue taken out of service loses its place in the rings (as a ring reset does):
+    // enabled again, it starts from index 0, and a saved not-ready queue carries no
+    // indices (restore() insists; fuzz_mmio found a guest that left some behind).
+    if (!ready) s.last_avail_idx = s.used_idx = 0;
     if (auto ok = validate(s, max_size_, mem); !ok) return ok;
     s_ = s;
     return {};
