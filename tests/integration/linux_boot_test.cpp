@@ -322,6 +322,22 @@ void boot_linux(const std::string& image, bool acpi) {
     ::unlink(sock.c_str());
 }
 
+// The built kernel's directory, where Linux can reach /init here; otherwise a WARN
+// that says why `what` cannot be checked, and nothing.
+std::optional<std::string> linux_reaching_init(const std::string& what) {
+    auto dir = built_linux();
+    if (!dir) {
+        WARN("the Linux guest is not built: skipping (run scripts/build-linux)");
+        return std::nullopt;
+    }
+    if (!hardware_virtualization()) {
+        WARN("no VMX/SVM here: Linux does not reach /init under this KVM, so it cannot " << what
+             << " (scripts/test runs the [linux] cases in the nested test VM on such a host)");
+        return std::nullopt;
+    }
+    return dir;
+}
+
 }  // namespace
 
 TEST_CASE("Linux boots as a bzImage with ACPI (2 vCPUs, a disk, a network card) and powers off", "[kvm][linux]") {
@@ -335,16 +351,8 @@ TEST_CASE("Linux boots as a vmlinux through the 64-bit entry with --no-acpi (MP 
 }
 
 TEST_CASE("Linux reboots through the ACPI reset register", "[kvm][linux]") {
-    auto dir = built_linux();
-    if (!dir) {
-        WARN("the Linux guest is not built: skipping (run scripts/build-linux)");
-        return;
-    }
-    if (!hardware_virtualization()) {
-        WARN("no VMX/SVM here: Linux does not reach /init under this KVM, so it cannot reboot (scripts/test runs this "
-             "case in the nested test VM)");
-        return;
-    }
+    auto dir = linux_reaching_init("reboot");
+    if (!dir) return;
     // init runs reboot(RB_AUTOBOOT); Linux's default reboot method is the FADT's reset
     // register (then the i8042), and --no-reboot makes the reset end ferry.
     Process p({ferry_bin(), "run", "--kernel", *dir + "/vmlinux", "--initrd", *dir + "/initramfs.cpio.lz4", "--mem", "256M",
@@ -358,15 +366,8 @@ TEST_CASE("Linux reboots through the ACPI reset register", "[kvm][linux]") {
 }
 
 TEST_CASE("a Linux guest migrates while its init checks memory, then powers off on the destination", "[kvm][linux][migration]") {
-    auto dir = built_linux();
-    if (!dir) {
-        WARN("the Linux guest is not built: skipping (run scripts/build-linux)");
-        return;
-    }
-    if (!hardware_virtualization()) {
-        WARN("no VMX/SVM here: Linux does not reach /init under this KVM, so it cannot run its memory check");
-        return;
-    }
+    auto dir = linux_reaching_init("run its memory check");
+    if (!dir) return;
     const std::string qmp = "/tmp/ferry-linux-mig-" + std::to_string(::getpid()) + ".sock";
     const std::string dst_qmp = "/tmp/ferry-linux-mig-dst-" + std::to_string(::getpid()) + ".sock";
     // The disk both sides open (shared storage): the test stops init's loop through it.

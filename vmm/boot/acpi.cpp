@@ -121,11 +121,8 @@ uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 
 }  // namespace
 
-uint8_t acpi_checksum(std::span<const uint8_t> bytes) {
-    uint8_t sum = 0;
-    for (uint8_t b : bytes) sum = static_cast<uint8_t>(sum + b);
-    return static_cast<uint8_t>(-sum);
-}
+// The same byte sum as the MP table's.
+uint8_t acpi_checksum(std::span<const uint8_t> bytes) { return mp_checksum(bytes); }
 
 std::vector<uint8_t> build_dsdt_aml(const AcpiConfig& cfg) {
     using namespace aml;
