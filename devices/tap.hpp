@@ -20,6 +20,10 @@ inline constexpr size_t kVnetHdrSize = 12;
 class Tap {
 public:
     static Result<Tap> open(const std::string& name);
+    // An fd that already behaves as an open tap (non-blocking; each read and write one
+    // frame behind its virtio_net_hdr): one end of a SOCK_SEQPACKET socketpair, for the
+    // fuzzer (tests/fuzz/fuzz_net.cpp), which plays the host's side on the other end.
+    static Tap adopt(Fd fd, std::string name) { return Tap(std::move(fd), std::move(name)); }
 
     int fd() const { return fd_.get(); }  // non-blocking
     const std::string& name() const { return name_; }

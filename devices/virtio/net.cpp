@@ -69,6 +69,20 @@ Result<std::shared_ptr<Net>> Net::open(std::string id, const NetSpec& spec) {
     return n;
 }
 
+Result<std::shared_ptr<Net>> Net::open_unthreaded(std::string id, Tap tap, const MacAddress& mac) {
+    std::shared_ptr<Net> n(new Net(std::move(id), std::move(tap), mac));
+    if (!n->notify_.valid() || !n->stop_.valid()) return fail_errno(Domain::Device, "eventfd");
+    if (!n->announce_timer_.valid()) return fail_errno(Domain::Device, "timerfd_create");
+    return n;
+}
+
+void Net::service() {
+    std::lock_guard lock(work_mu_);
+    rx_blocked_ = false;  // as the worker on a notification: maybe new receive buffers
+    process_tx_locked();
+    process_rx_locked();
+}
+
 Net::Net(std::string id, Tap tap, const MacAddress& mac)
     : id_(std::move(id)), tap_(std::move(tap)), mac_(mac), notify_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),

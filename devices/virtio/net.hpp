@@ -60,6 +60,13 @@ class Net : public VirtioDevice {
 public:
     // Attaches to the tap and starts the worker.
     static Result<std::shared_ptr<Net>> open(std::string id, const NetSpec& spec);
+    // On a tap the caller made (Tap::adopt), without the worker: the caller does what
+    // the worker would, synchronously, with service(). For the fuzzer
+    // (tests/fuzz/fuzz_net.cpp): no thread per input, every run deterministic.
+    static Result<std::shared_ptr<Net>> open_unthreaded(std::string id, Tap tap, const MacAddress& mac);
+    // One wakeup of the worker on a notification (of either queue): transmit, then
+    // receive (a waiting frame is retried). Only on a Net from open_unthreaded.
+    void service();
     ~Net() override;
 
     std::string id() const override { return id_; }
