@@ -17,7 +17,6 @@ constexpr uint8_t kRegB24h = 0x02;
 constexpr uint8_t kRegDVrt = 0x80;
 constexpr uint8_t kHourPm = 0x80;       // 12-hour mode
 constexpr uint64_t kMiB = 1ull << 20;
-constexpr int64_t kMaxOffsetS = 100'000'000'000;  // ~3000 years: no overflow with any clock
 
 int64_t host_now() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -143,7 +142,7 @@ void Rtc::write_reg(uint8_t reg, uint8_t v) {
         case kCentury: tm.tm_year = std::clamp(decode(v), 19, 99) * 100 + (tm.tm_year + 1900) % 100 - 1900; break;
     }
     time_t set = timegm(&tm);
-    if (set != static_cast<time_t>(-1)) s_.offset_s = static_cast<int64_t>(set) - now;
+    if (set != static_cast<time_t>(-1)) s_.offset_s = std::clamp(static_cast<int64_t>(set) - now, -kMaxOffsetS, kMaxOffsetS);
 }
 
 }  // namespace ferry

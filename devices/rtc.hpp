@@ -15,7 +15,8 @@
 //   0x34/0x35: 64 KiB blocks of RAM between 16 MiB and the end of RAM below 4 GiB
 //   0x5b/0x5c/0x5d: 64 KiB blocks of RAM above 4 GiB      0x5f: vCPUs - 1 (as QEMU)
 // Writing a time register moves the guest's clock against the host's (an offset in
-// seconds); all other bytes are plain NVRAM. Multi-byte accesses use the first byte.
+// seconds, at most kMaxOffsetS either way); all other bytes are plain NVRAM.
+// Multi-byte accesses use the first byte.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,12 @@ public:
     std::string id() const override { return "rtc"; }
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // The largest offset of the guest's clock from the host's, either way (~31,700
+    // years): room for every date the registers can be set to (years 1900-9999) from
+    // any plausible host clock, and no overflow with any. set_state clamps to it, and
+    // so does a time register write, so the state a guest leaves always restores as is.
+    static constexpr int64_t kMaxOffsetS = 1'000'000'000'000;
 
     // Plain register state, for save/restore.
     struct State {

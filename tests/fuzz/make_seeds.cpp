@@ -18,6 +18,8 @@
 
 #include "base/state_io.hpp"
 #include "devices/virtio/blk.hpp"
+#include "devices/rtc.hpp"
+#include "devices/serial.hpp"
 #include "devices/virtio/mmio.hpp"
 #include "devices/virtio/net.hpp"
 #include "devices/virtio/queue.hpp"
@@ -349,6 +351,61 @@ void net_seeds() {
     write(t, "seed-broken", net_input(0, NetQueue{1, 9, {{kBuf, 2048, kDescFWrite, 0}}, {0, 0}}, NetQueue{1, 0, {}, {}}, {net_frame(12 + 60, 0x77)}, {}));
 }
 
+// fuzz_state: the RTC's clock, the two states as Machine::save_devices writes them,
+// then port accesses (op, value).
+void state_seeds() {
+    const std::string t = "fuzz_state";
+    auto input = [](uint32_t clock, const Serial::State& s, const Rtc::State& r, const Bytes& accesses) {
+        Bytes b;
+        append(b, clock);
+        StateWriter w;
+        w.put_struct(s);
+        w.put_struct(r);
+        b.insert(b.end(), w.bytes().begin(), w.bytes().end());
+        b.insert(b.end(), accesses.begin(), accesses.end());
+        return b;
+    };
+    auto op = [](bool rtc, bool write, unsigned log2, unsigned offset) {
+        return static_cast<uint8_t>((rtc ? 1 : 0) | (write ? 2 : 0) | log2 << 2 | offset << 4);
+    };
+    Rtc fresh(256ull << 20, 0, 1, [] { return int64_t{1700000000}; });
+    const Rtc::State rtc = fresh.state();
+    // A guest printing, then reading the time and NVRAM, then setting the clock.
+    Serial::State s;
+    s.ier = 2;
+    s.thre_pending = 1;
+    Bytes acc;
+    for (uint8_t c : {'h', 'i', '\n'}) acc.insert(acc.end(), {op(false, true, 0, 0), c});
+    acc.insert(acc.end(), {op(false, false, 0, 2), 0, op(false, false, 0, 5), 0, op(false, true, 0, 3), 0x80,  // DLAB
+                           op(false, true, 0, 0), 0x01, op(false, false, 0, 1), 0, op(false, true, 0, 3), 0x03,
+                           op(false, true, 0, 4), 0x1f, op(false, false, 0, 6), 0, op(false, true, 0, 7), 0x5a});
+    for (uint8_t reg : {0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32, 0x0a, 0x0b, 0x0c, 0x0d, 0x17, 0x5f})
+        acc.insert(acc.end(), {op(true, true, 0, 0), reg, op(true, false, 0, 1), 0});
+    acc.insert(acc.end(), {op(true, true, 0, 0), 0x0b, op(true, true, 0, 1), 0x04,   // binary, 12-hour
+                           op(true, true, 0, 0), 0x04, op(true, true, 0, 1), 0x8b,   // 11 pm
+                           op(true, true, 0, 0), 0x32, op(true, true, 0, 1), 21,     // century
+                           op(true, true, 0, 0), 0x09, op(true, true, 0, 1), 99, op(true, false, 0, 1), 0,
+                           op(true, true, 3, 0), 0xff, op(true, false, 3, 1), 0});
+    write(t, "seed-console-clock", input(1700000000, s, rtc, acc));
+    // A restored clock far off (the largest offset allowed, and beyond it), DLAB set.
+    Rtc::State far = rtc;
+    far.offset_s = Rtc::kMaxOffsetS;
+    far.index = 0x32;
+    Serial::State dlab;
+    dlab.lcr = 0x80;
+    dlab.dll = 1;
+    write(t, "seed-far-clock", input(0, dlab, far, acc));
+    far.offset_s = -(int64_t{1} << 62);
+    write(t, "seed-past-clock", input(0xffffffff, dlab, far, acc));
+    // States Machine::restore_devices refuses (restored anyway by the harness).
+    Serial::State bad;
+    bad.thre_pending = 7;
+    bad.ier = 0xff;
+    Rtc::State bad_rtc = rtc;
+    bad_rtc.index = 0xff;
+    write(t, "seed-refused", input(1700000000, bad, bad_rtc, acc));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,5 +419,6 @@ int main(int argc, char** argv) {
     loaders_seeds();
     mmio_seeds();
     net_seeds();
+    state_seeds();
     return 0;
 }
