@@ -11,6 +11,10 @@ namespace {
 struct LogConfig {
     std::mutex mu;
     spdlog::level::level_enum level;
+    // One stderr sink for every logger, made with the first: its constructor asks
+    // whether stderr is a terminal (ioctl TCGETS), which a thread under its seccomp
+    // filter may not do when it makes its first logger.
+    spdlog::sink_ptr sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
     LogConfig() {
         const char* env = std::getenv("FERRY_LOG");
         level = env ? spdlog::level::from_str(env) : spdlog::level::warn;
@@ -26,7 +30,8 @@ std::shared_ptr<spdlog::logger> logger(const std::string& subsystem) {
     auto& c = config();
     std::lock_guard lock(c.mu);
     if (auto existing = spdlog::get(subsystem)) return existing;
-    auto l = spdlog::stderr_color_mt(subsystem);
+    auto l = std::make_shared<spdlog::logger>(subsystem, c.sink);
+    spdlog::register_logger(l);
     l->set_level(c.level);
     l->set_pattern("ferry[%n] %l: %v");
     return l;

@@ -65,6 +65,11 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
                           "give the guest no ACPI tables: Linux then finds its CPUs in the MP table and its virtio devices "
                           "in the virtio_mmio.device= words ferry appends, and cannot power the machine off (the default: "
                           "hardware-reduced ACPI, whose S5 ends ferry with status 0; docs/linux.md)");
+    run.add_option("--seccomp", a.seccomp,
+                   "seccomp filters, one per kind of thread (main, vCPU, virtio-blk, virtio-net, migration): on (default) "
+                   "ends ferry with SIGSYS on a call outside a thread's list; log lets it through and has the kernel's "
+                   "audit log record it; off installs none (docs/security.md)")
+        ->type_name("on|log|off");
     run.add_flag_callback("--keep-source", [&a] { a.keep_source = "on"; },
                           "after migrating the guest away, keep this process (paused, postmigrate) instead of exiting");
     run.add_flag_callback("--paused", [&a] { a.paused = "on"; },

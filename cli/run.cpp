@@ -13,6 +13,7 @@
 #include "base/event_loop.hpp"
 #include "base/fd.hpp"
 #include "base/privileges.hpp"
+#include "base/seccomp.hpp"
 #include "cli/commands.hpp"
 #include "monitor/machine_commands.hpp"
 #include "monitor/migration_commands.hpp"
@@ -92,6 +93,9 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
     // Least privilege (base/privileges.hpp): what ferry keeps once set up is decided
     // before any thread starts; the main thread drops when the machine exists.
     privileges::set_policy(privileges::runtime_needs(plan->incoming.has_value()));
+    // Seccomp (base/seccomp.hpp): each thread confines itself once set up; the main
+    // thread last, just before it serves the loop.
+    seccomp::set_mode(plan->seccomp);
     auto machine = Machine::create(plan->machine);
     if (!machine) {
         errorln(machine.error().message());
@@ -204,6 +208,10 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         }
     } else if (auto started = (*machine)->start(); !started) {
         errorln(started.error().message());
+        return kExitError;
+    }
+    if (auto confined = seccomp::confine_this_thread(seccomp::ThreadKind::Main); !confined) {
+        errorln(confined.error().message());
         return kExitError;
     }
     if (auto ran = loop->run(); !ran) {

@@ -122,6 +122,7 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "no-reboot") ok = take_string(node, key, a.no_reboot);
         else if (key == "no-acpi") ok = take_string(node, key, a.no_acpi);
         else if (key == "cpu") ok = take_string(node, key, a.cpu);
+        else if (key == "seccomp") ok = take_string(node, key, a.seccomp);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
         else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
         else if (key == "memory-zone") ok = take_memory_zones(node, a.memory_zones);
@@ -156,6 +157,7 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.no_reboot, cli.no_reboot);
     pick(file.no_acpi, cli.no_acpi);
     pick(file.cpu, cli.cpu);
+    pick(file.seccomp, cli.seccomp);
     pick(file.prealloc, cli.prealloc);
     pick(file.memory_report, cli.memory_report);
     if (!cli.memory_zones.empty()) file.memory_zones = cli.memory_zones;
@@ -239,6 +241,11 @@ Result<RunPlan> plan_run(const RunArgs& a) {
     if (a.no_acpi && *a.no_acpi != "on" && *a.no_acpi != "off")
         return fail(Domain::Config, fmt::format("no-acpi must be on or off, not '{}'", *a.no_acpi));
     m.acpi = a.no_acpi != "on";
+    if (a.seccomp) {
+        auto mode = seccomp::parse_mode(*a.seccomp);
+        if (!mode) return fail(Domain::Config, fmt::format("--seccomp must be on, log or off, not '{}'", *a.seccomp));
+        p.seccomp = *mode;
+    }
     if (a.cpu) {
         auto model = parse_cpu_model(*a.cpu);
         if (!model) return std::unexpected(model.error());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "base/seccomp.hpp"
 #include "vmm/machine.hpp"
 
 namespace ferry {
@@ -28,6 +29,7 @@ struct RunArgs {
     std::optional<std::string> paused;  // "on": an incoming guest stays paused until QMP cont
     std::optional<std::string> no_reboot;  // "on": a guest reset ends ferry
     std::optional<std::string> no_acpi;  // "on": no ACPI tables (the MP table and virtio_mmio.device= words only)
+    std::optional<std::string> seccomp;  // on|log|off (base/seccomp.hpp)
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };
@@ -53,6 +55,7 @@ struct RunPlan {
     bool keep_source = false;
     bool paused = false;  // with incoming: the arrived guest waits for QMP cont
     bool reboot = true;  // a guest reset boots the guest again (else ferry exits)
+    seccomp::Mode seccomp = seccomp::Mode::On;
 };
 // Validates every field; the error names the option and the bad value.
 Result<RunPlan> plan_run(const RunArgs& args);

@@ -1,4 +1,5 @@
 #include "migration/destination.hpp"
+#include "base/seccomp.hpp"
 
 #include <sys/random.h>
 #include <time.h>
@@ -91,6 +92,7 @@ std::optional<PostcopyFaultStats> MigrationDestination::fault_stats() const {
 }
 
 void MigrationDestination::run() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     auto result = receive();
     auto ms = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start_).count());
@@ -293,6 +295,7 @@ bool MigrationDestination::postcopy_complete() {
 
 // The second connection's reader (postcopy-preempt): answers only.
 void MigrationDestination::urgent_loop() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     Section s{};
     s.payload.reserve(kMaxSectionPayload);
     std::vector<DecodedPage> scratch;

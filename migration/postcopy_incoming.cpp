@@ -1,4 +1,5 @@
 #include "migration/postcopy_incoming.hpp"
+#include "base/seccomp.hpp"
 
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -92,6 +93,7 @@ Result<void> PostcopyIncoming::prepare() {
 }
 
 void PostcopyIncoming::fault_loop() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     auto log = logger("mig");
     const auto& regions = m_.memory().regions();
     uffd_msg msgs[64];

@@ -1,4 +1,6 @@
 #include "migration/return_path.hpp"
+#include "base/log.hpp"
+#include "base/seccomp.hpp"
 
 #include <fmt/format.h>
 
@@ -22,6 +24,7 @@ void ReturnPath::broke(const std::string& why) {
 }
 
 void ReturnPath::run() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     Section s{};
     for (;;) {
         if (auto ok = recv_section_into(ch_, s); !ok) {

@@ -1,4 +1,5 @@
 #include "migration/source.hpp"
+#include "base/seccomp.hpp"
 
 #include "migration/boot_stream.hpp"
 
@@ -71,6 +72,7 @@ void MigrationSource::set_status(MigrationStatus st) {
 }
 
 void MigrationSource::run() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     if (on_status_) on_status_(MigrationStatus::Setup);
     auto log = logger("mig");
     auto result = migrate();

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "base/log.hpp"
+#include "base/seccomp.hpp"
 #include "memory/residency.hpp"
 #include "migration/source.hpp"
 #include "migration/stream.hpp"
@@ -200,6 +201,7 @@ Result<uint64_t> MigrationSource::answer(const std::deque<uint64_t>& requests, P
 }
 
 void MigrationSource::answer_loop() {
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Migration); !ok) logger("mig")->error("{}", ok.error().message());
     PostcopyBatch batch;
     while (!answers_stop_) {
         auto requests = back_->take_requests(std::chrono::milliseconds(50));

@@ -1,5 +1,7 @@
 #include "vmm/vcpu_thread.hpp"
 
+#include "base/seccomp.hpp"
+
 #include <unistd.h>
 
 #include <csignal>
@@ -103,6 +105,9 @@ void VcpuThread::loop() {
         std::lock_guard lock(mu_);
         tid_ = ::gettid();
         cv_.notify_all();
+    }
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::Vcpu); !ok) {
+        park_forever_after({ShutdownKind::Crash, 0, fmt::format("vCPU {}: {}", vcpu_.id(), ok.error().message())});
     }
 
     kvm_run* run = vcpu_.run_struct();

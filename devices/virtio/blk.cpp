@@ -1,4 +1,5 @@
 #include "devices/virtio/blk.hpp"
+#include "base/seccomp.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -186,6 +187,7 @@ void Blk::run() {
     // Started during setup, before the main thread gives up its capabilities: give up
     // this thread's own now (base/privileges.hpp).
     if (auto ok = privileges::drop_this_thread(); !ok) logger("dev." + id_)->warn("{}", ok.error().message());
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::BlockWorker); !ok) logger("dev." + id_)->error("{}", ok.error().message());
     pollfd fds[2] = {{notify_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     for (;;) {
         int r = ::poll(fds, 2, -1);

@@ -1,4 +1,5 @@
 #include "devices/virtio/net.hpp"
+#include "base/seccomp.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -175,6 +176,7 @@ void Net::run() {
     // Started during setup, before the main thread gives up its capabilities: give up
     // this thread's own now (base/privileges.hpp).
     if (auto ok = privileges::drop_this_thread(); !ok) log->warn("{}", ok.error().message());
+    if (auto ok = seccomp::confine_this_thread(seccomp::ThreadKind::NetWorker); !ok) log->error("{}", ok.error().message());
     for (;;) {
         bool want_rx;
         {
