@@ -40,6 +40,7 @@ struct MigrateArgs {
     std::optional<uint64_t> downtime_limit;    // ms
     std::optional<std::string> max_bandwidth;  // bytes/s with K/M/G suffix
     bool postcopy_preempt = false;             // answers to page requests on a second connection
+    bool tls = false;                          // QMP tls-creds "tls0": the source's credentials
     bool resume = false;                       // recover a paused postcopy (migrate "resume": true)
     bool progress = false;                     // a progress line on stderr
     bool json = false;                         // one query-migrate JSON line per poll on stdout

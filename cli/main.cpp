@@ -65,6 +65,19 @@ void add_run_options(CLI::App& run, ferry::RunArgs& a, std::string& config) {
                           "give the guest no ACPI tables: Linux then finds its CPUs in the MP table and its virtio devices "
                           "in the virtio_mmio.device= words ferry appends, and cannot power the machine off (the default: "
                           "hardware-reduced ACPI, whose S5 ends ferry with status 0; docs/linux.md)");
+    run.add_option("--tls-creds", a.tls_creds,
+                   "migrate over TLS 1.3 with X.509 certificates from DIR, in QEMU's layout: ca-cert.pem, server-cert.pem + "
+                   "server-key.pem (to receive), client-cert.pem + client-key.pem (to send); both ends check each other "
+                   "(docs/security.md). QMP knows them as tls-creds \"tls0\", the default once given")
+        ->type_name("DIR");
+    run.add_option("--tls-psk", a.tls_psk,
+                   "migrate over TLS 1.3 with a pre-shared key: a file of IDENTITY:HEXKEY lines (QEMU's keys.psk); a sender "
+                   "uses the first")
+        ->type_name("FILE");
+    run.add_option("--tls-authz", a.tls_authz,
+                   "with --tls-creds/--tls-psk, as a destination: let in only this client (its certificate's CN or RFC 2253 "
+                   "DN, or its PSK identity)")
+        ->type_name("NAME");
     run.add_option("--seccomp", a.seccomp,
                    "seccomp filters, one per kind of thread (main, vCPU, virtio-blk, virtio-net, migration): on (default) "
                    "ends ferry with SIGSYS on a call outside a thread's list; log lets it through and has the kernel's "
@@ -118,6 +131,9 @@ int main(int argc, char** argv) {
     migrate->add_flag("--postcopy-preempt", mig.postcopy_preempt,
                       "postcopy/hybrid: send the pages the destination faults on over a second TCP connection of their "
                       "own (QEMU's postcopy-preempt) instead of between the background stream's small batches");
+    migrate->add_flag("--tls", mig.tls,
+                      "migrate over TLS with the credentials the source was started with (ferry run --tls-creds or "
+                      "--tls-psk; the destination needs the same); fails if it has none");
     migrate->add_flag("--resume", mig.resume,
                       "recover a postcopy migration that paused (postcopy-paused) through the address given to QMP "
                       "migrate-recover on the destination; the pages that did not arrive are sent again");

@@ -87,6 +87,7 @@ int cmd_migrate(const MigrateArgs& a) {
             return fail(Domain::Monitor, fmt::format("{}: {}", name, (*r)["error"].value("desc", "error")));
         return (*r)["return"];
     };
+    if (a.tls) params["tls-creds"] = "tls0";
     if (!params.empty()) {
         if (auto r = call("migrate-set-parameters", params); !r) return error_exit(kExitError, r.error().message());
     }

@@ -90,6 +90,18 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         qmp = std::move(*server);
     }
 
+    std::shared_ptr<const TlsCredentials> tls_creds;
+    if (plan->tls_creds || plan->tls_psk) {
+        // Read now, before the privilege drop and seccomp: a destination needs the
+        // server's pair, a source the client's.
+        bool in = plan->incoming.has_value();
+        auto creds = plan->tls_creds ? TlsCredentials::load_x509(*plan->tls_creds, in, !in) : TlsCredentials::load_psk(*plan->tls_psk);
+        if (!creds) {
+            errorln(creds.error().message());
+            return kExitUsage;
+        }
+        tls_creds = std::move(*creds);
+    }
     // Least privilege (base/privileges.hpp): what ferry keeps once set up is decided
     // before any thread starts; the main thread drops when the machine exists.
     privileges::set_policy(privileges::runtime_needs(plan->incoming.has_value()));
@@ -140,6 +152,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         return kExitError;
     }
     migration_ptr = migration->get();
+    if (tls_creds) (*migration)->set_tls_credentials(std::move(tls_creds), plan->tls_authz);
     if (qmp) {
         if (auto added = add_migration_commands(qmp_commands, **migration); !added) {
             errorln(added.error().message());

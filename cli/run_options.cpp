@@ -123,6 +123,9 @@ Result<RunArgs> parse_run_config(std::string_view text, const std::string& origi
         else if (key == "no-acpi") ok = take_string(node, key, a.no_acpi);
         else if (key == "cpu") ok = take_string(node, key, a.cpu);
         else if (key == "seccomp") ok = take_string(node, key, a.seccomp);
+        else if (key == "tls-creds") ok = take_string(node, key, a.tls_creds);
+        else if (key == "tls-psk") ok = take_string(node, key, a.tls_psk);
+        else if (key == "tls-authz") ok = take_string(node, key, a.tls_authz);
         else if (key == "prealloc") ok = take_string(node, key, a.prealloc);
         else if (key == "memory-report") ok = take_string(node, key, a.memory_report);
         else if (key == "memory-zone") ok = take_memory_zones(node, a.memory_zones);
@@ -158,6 +161,9 @@ RunArgs merge_run_args(RunArgs file, const RunArgs& cli) {
     pick(file.no_acpi, cli.no_acpi);
     pick(file.cpu, cli.cpu);
     pick(file.seccomp, cli.seccomp);
+    pick(file.tls_creds, cli.tls_creds);
+    pick(file.tls_psk, cli.tls_psk);
+    pick(file.tls_authz, cli.tls_authz);
     pick(file.prealloc, cli.prealloc);
     pick(file.memory_report, cli.memory_report);
     if (!cli.memory_zones.empty()) file.memory_zones = cli.memory_zones;
@@ -246,6 +252,13 @@ Result<RunPlan> plan_run(const RunArgs& a) {
         if (!mode) return fail(Domain::Config, fmt::format("--seccomp must be on, log or off, not '{}'", *a.seccomp));
         p.seccomp = *mode;
     }
+    if (a.tls_creds && a.tls_psk) return fail(Domain::Config, "--tls-creds and --tls-psk: give one of them, not both");
+    if ((a.tls_creds && a.tls_creds->empty()) || (a.tls_psk && a.tls_psk->empty()))
+        return fail(Domain::Config, "--tls-creds / --tls-psk need a path");
+    if (a.tls_authz && !a.tls_creds && !a.tls_psk) return fail(Domain::Config, "--tls-authz needs --tls-creds or --tls-psk");
+    p.tls_creds = a.tls_creds;
+    p.tls_psk = a.tls_psk;
+    p.tls_authz = a.tls_authz.value_or("");
     if (a.cpu) {
         auto model = parse_cpu_model(*a.cpu);
         if (!model) return std::unexpected(model.error());

@@ -30,6 +30,7 @@ struct RunArgs {
     std::optional<std::string> no_reboot;  // "on": a guest reset ends ferry
     std::optional<std::string> no_acpi;  // "on": no ACPI tables (the MP table and virtio_mmio.device= words only)
     std::optional<std::string> seccomp;  // on|log|off (base/seccomp.hpp)
+    std::optional<std::string> tls_creds, tls_psk, tls_authz;  // migration TLS (migration/tls.hpp)
     std::optional<std::string> cpu;  // CPU model: host|baseline[,-FEATURE...]  // "on" keeps a migrated-away source paused
     std::vector<MemoryZoneArgs> memory_zones;  // TOML only
 };
@@ -55,6 +56,10 @@ struct RunPlan {
     bool keep_source = false;
     bool paused = false;  // with incoming: the arrived guest waits for QMP cont
     bool reboot = true;  // a guest reset boots the guest again (else ferry exits)
+    // Migration TLS: a credentials directory or a PSK file (at most one), and the
+    // client a destination lets in.
+    std::optional<std::string> tls_creds, tls_psk;
+    std::string tls_authz;
     seccomp::Mode seccomp = seccomp::Mode::On;
 };
 // Validates every field; the error names the option and the bad value.

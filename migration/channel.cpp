@@ -89,7 +89,7 @@ void tune(int fd) {
 
 }  // namespace
 
-Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::milliseconds timeout) {
+Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::milliseconds timeout, const TlsConfig& tls) {
     AddrInfo ai;
     if (auto ok = resolve(addr, false, ai); !ok) return std::unexpected(ok.error());
     int last_err = ECONNREFUSED;
@@ -119,7 +119,12 @@ Result<Channel> Channel::connect(const TcpAddress& addr, std::chrono::millisecon
         int flags = fcntl(fd.get(), F_GETFL);
         fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
         tune(fd.get());
-        return Channel(std::move(fd));
+        Channel ch(std::move(fd));
+        if (tls.creds) {
+            if (auto ok = ch.secure_client(tls, addr.host, timeout); !ok)
+                return fail(Domain::Migration, fmt::format("{}: {}", addr.text(), ok.error().message()));
+        }
+        return ch;
     }
     return fail(Domain::Migration, "cannot connect to " + addr.text(), last_err);
 }
@@ -142,8 +147,76 @@ Result<void> set_timeout(int fd, int opt, std::chrono::milliseconds t, const cha
 }
 }  // namespace
 
-Result<void> Channel::set_send_timeout(std::chrono::milliseconds t) { return set_timeout(fd_.get(), SO_SNDTIMEO, t, "SO_SNDTIMEO"); }
-Result<void> Channel::set_receive_timeout(std::chrono::milliseconds t) { return set_timeout(fd_.get(), SO_RCVTIMEO, t, "SO_RCVTIMEO"); }
+Result<void> Channel::set_send_timeout(std::chrono::milliseconds t) {
+    if (tls_) tls_->send_timeout_ms = t.count();
+    return set_timeout(fd_.get(), SO_SNDTIMEO, t, "SO_SNDTIMEO");
+}
+Result<void> Channel::set_receive_timeout(std::chrono::milliseconds t) {
+    if (tls_) tls_->receive_timeout_ms = t.count();
+    return set_timeout(fd_.get(), SO_RCVTIMEO, t, "SO_RCVTIMEO");
+}
+
+namespace {
+// What SO_SNDTIMEO / SO_RCVTIMEO say now (for the TLS path, which polls).
+std::chrono::milliseconds socket_timeout(int fd, int opt) {
+    timeval tv{};
+    socklen_t len = sizeof(tv);
+    if (::getsockopt(fd, SOL_SOCKET, opt, &tv, &len) != 0) return std::chrono::milliseconds(0);
+    return std::chrono::milliseconds(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+}
+}  // namespace
+
+Result<void> Channel::secure_client(const TlsConfig& cfg, const std::string& host, std::chrono::milliseconds timeout) {
+    auto s = TlsSession::client(cfg, fd_.get(), host, timeout);
+    if (!s) return std::unexpected(s.error());
+    tls_ = std::make_unique<Tls>();
+    tls_->session = std::move(*s);
+    tls_->send_timeout_ms = socket_timeout(fd_.get(), SO_SNDTIMEO).count();
+    tls_->receive_timeout_ms = socket_timeout(fd_.get(), SO_RCVTIMEO).count();
+    return {};
+}
+
+Result<void> Channel::secure_server(const TlsConfig& cfg, std::chrono::milliseconds timeout) {
+    auto s = TlsSession::server(cfg, fd_.get(), timeout);
+    if (!s) return std::unexpected(s.error());
+    tls_ = std::make_unique<Tls>();
+    tls_->session = std::move(*s);
+    tls_->send_timeout_ms = socket_timeout(fd_.get(), SO_SNDTIMEO).count();
+    tls_->receive_timeout_ms = socket_timeout(fd_.get(), SO_RCVTIMEO).count();
+    return {};
+}
+
+std::string Channel::security() const { return tls_ ? tls_->session->cipher() : std::string(); }
+
+// Gathers the buffers into records of up to 64 KiB: a page and its header go out as
+// one record, not two.
+Result<void> Channel::tls_send_iov(iovec* iov, int count) {
+    constexpr size_t kRecordBatch = 64 << 10;
+    auto timeout = std::chrono::milliseconds(tls_->send_timeout_ms.load());
+    auto& buf = tls_->staging;
+    buf.clear();
+    buf.reserve(kRecordBatch);
+    auto flush = [&]() -> Result<void> {
+        if (buf.empty()) return {};
+        auto ok = tls_->session->write_all(buf, timeout);
+        if (ok) *sent_ += buf.size();
+        buf.clear();
+        return ok;
+    };
+    for (int i = 0; i < count; ++i) {
+        auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t take = std::min(left, kRecordBatch - buf.size());
+            buf.insert(buf.end(), p, p + take);
+            p += take;
+            left -= take;
+            if (buf.size() == kRecordBatch)
+                if (auto ok = flush(); !ok) return ok;
+        }
+    }
+    return flush();
+}
 
 Result<void> Channel::set_unsent_limit(uint32_t bytes) {
     int v = static_cast<int>(bytes);
@@ -159,6 +232,7 @@ Result<void> Channel::send_all(std::span<const uint8_t> data) {
 
 Result<void> Channel::send_iov(iovec* iov, int count) {
     std::lock_guard lock(*send_mu_);
+    if (tls_) return tls_send_iov(iov, count);
     while (count > 0) {
         msghdr msg{};
         msg.msg_iov = iov;
@@ -177,6 +251,7 @@ Result<void> Channel::send_iov(iovec* iov, int count) {
 }
 
 Result<void> Channel::recv_exact(std::span<uint8_t> out) {
+    if (tls_) return tls_->session->read_exact(out, std::chrono::milliseconds(tls_->receive_timeout_ms.load()));
     size_t done = 0;
     while (done < out.size()) {
         ssize_t n = ::recv(fd_.get(), out.data() + done, out.size() - done, 0);
@@ -191,6 +266,11 @@ Result<void> Channel::recv_exact(std::span<uint8_t> out) {
 }
 
 Result<void> Channel::recv_iov(iovec* iov, int count) {
+    if (tls_) {
+        for (int i = 0; i < count; ++i)
+            if (auto ok = recv_exact({static_cast<uint8_t*>(iov[i].iov_base), iov[i].iov_len}); !ok) return ok;
+        return {};
+    }
     while (count > 0) {
         ssize_t n = ::readv(fd_.get(), iov, std::min(count, IOV_MAX));
         if (n < 0 && errno == EINTR) continue;
@@ -204,6 +284,7 @@ Result<void> Channel::recv_iov(iovec* iov, int count) {
 }
 
 Result<bool> Channel::wait_readable(std::chrono::milliseconds timeout) {
+    if (tls_ && tls_->session->pending()) return true;
     pollfd p{fd_.get(), POLLIN, 0};
     for (;;) {
         int n = ::poll(&p, 1, static_cast<int>(timeout.count()));

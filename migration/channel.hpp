@@ -19,9 +19,11 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/fd.hpp"
+#include "migration/tls.hpp"
 
 namespace ferry {
 
@@ -35,7 +37,8 @@ Result<TcpAddress> parse_tcp_address(const std::string& uri);
 
 class Channel {
 public:
-    static Result<Channel> connect(const TcpAddress& addr, std::chrono::milliseconds timeout);
+    // With TLS credentials, the handshake too (within the same timeout).
+    static Result<Channel> connect(const TcpAddress& addr, std::chrono::milliseconds timeout, const TlsConfig& tls = {});
     explicit Channel(Fd fd);
 
     Result<void> send_all(std::span<const uint8_t> data);
@@ -60,8 +63,24 @@ public:
     uint64_t bytes_sent() const { return sent_->load(std::memory_order_relaxed); }
     int fd() const { return fd_.get(); }
 
+    // TLS (migration/tls.hpp): the handshake, as the client that dialled `host` or as
+    // the server; from then on every send and receive goes through it.
+    Result<void> secure_client(const TlsConfig& cfg, const std::string& host, std::chrono::milliseconds timeout);
+    Result<void> secure_server(const TlsConfig& cfg, std::chrono::milliseconds timeout);
+    // "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" on a plain connection.
+    std::string security() const;
+
 private:
+    struct Tls {
+        std::unique_ptr<TlsSession> session;
+        // Its socket is non-blocking: the timeouts SO_SNDTIMEO/SO_RCVTIMEO would give.
+        std::atomic<int64_t> send_timeout_ms{0}, receive_timeout_ms{0};
+        std::vector<uint8_t> staging;  // send_iov gathers into whole records (under the send lock)
+    };
+    Result<void> tls_send_iov(iovec* iov, int count);
+
     Fd fd_;
+    std::unique_ptr<Tls> tls_;
     std::unique_ptr<std::mutex> send_mu_;
     std::unique_ptr<std::atomic<uint64_t>> sent_;
 };

@@ -37,11 +37,23 @@ constexpr auto kHeaderWait = std::chrono::seconds(5);
 
 Result<std::unique_ptr<MigrationDestination>> MigrationDestination::listen(Machine& machine, const TcpAddress& addr,
                                                                            StatusFn on_status, bool start_paused,
-                                                                           MigrationTimeouts timeouts) {
+                                                                           MigrationTimeouts timeouts, TlsConfig tls) {
+    if (tls.creds && !tls.creds->can_serve())
+        return fail(Domain::Migration, fmt::format("the TLS credentials ({}) have no server certificate (server-cert.pem, server-key.pem)",
+                                                   tls.creds->describe()));
     auto l = Listener::listen(addr);
     if (!l) return std::unexpected(l.error());
     return std::unique_ptr<MigrationDestination>(
-        new MigrationDestination(machine, std::move(*l), std::move(on_status), start_paused, timeouts));
+        new MigrationDestination(machine, std::move(*l), std::move(on_status), start_paused, timeouts, std::move(tls)));
+}
+
+bool MigrationDestination::secure(Channel& ch) {
+    if (!tls_.creds) return true;
+    if (auto ok = ch.secure_server(tls_, kHeaderWait); !ok) {
+        logger("mig")->warn("dropped a connection: {}", ok.error().message());
+        return false;
+    }
+    return true;
 }
 
 MigrationDestination::~MigrationDestination() {
@@ -142,6 +154,12 @@ Result<StreamHeader> MigrationDestination::accept_source() {
             ch_ = std::make_unique<Channel>(std::move(*ch));
             if (cancel_) return fail(Domain::Migration, "cancelled");
         }
+        if (!secure(*ch_)) {
+            if (cancel_) return fail(Domain::Migration, "cancelled");
+            std::lock_guard lock(ch_mu_);
+            ch_.reset();
+            continue;
+        }
         auto hs = expect_section(*ch_, SectionKind::Header);
         Result<StreamHeader> h = hs ? decode_header(hs->payload) : std::unexpected(hs.error());
         if (h) {
@@ -238,6 +256,7 @@ Result<void> MigrationDestination::accept_urgent_channel(uint64_t token) {
         auto ch = listener_.accept(left);
         if (!ch) return fail(Domain::Migration, "the source's second (postcopy-preempt) connection: " + ch.error().message());
         (void)ch->set_receive_timeout(kHeaderWait);
+        if (!secure(*ch)) continue;
         auto hello = expect_section(*ch, SectionKind::UrgentHello);
         if (hello && hello->payload.size() == sizeof(token) && std::memcmp(hello->payload.data(), &token, sizeof(token)) == 0) {
             (void)ch->set_receive_timeout(std::chrono::milliseconds(0));
@@ -510,6 +529,7 @@ Result<Channel> MigrationDestination::accept_resume() {
         auto ch = l->accept(std::chrono::milliseconds(100));
         if (!ch) continue;  // none yet (or the listener failed: a new migrate-recover replaces it)
         (void)ch->set_receive_timeout(kHeaderWait);
+        if (!secure(*ch)) continue;
         auto s = recv_section(*ch);
         auto token = s ? resume_token(*s) : Result<uint64_t>(std::unexpected(s.error()));
         if (token && *token == token_) {

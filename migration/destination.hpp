@@ -53,7 +53,8 @@ public:
     // Binds the listening socket now, so the port is open when this returns.
     // start_paused: on Go the guest is left paused (QMP cont starts it).
     static Result<std::unique_ptr<MigrationDestination>> listen(Machine& machine, const TcpAddress& addr, StatusFn on_status,
-                                                                bool start_paused = false, MigrationTimeouts timeouts = {});
+                                                                bool start_paused = false, MigrationTimeouts timeouts = {},
+                                                                TlsConfig tls = {});
     MigrationDestination(const MigrationDestination&) = delete;
     MigrationDestination& operator=(const MigrationDestination&) = delete;
     ~MigrationDestination();
@@ -74,8 +75,11 @@ public:
     static const char* phase_name(Phase p);
 
 private:
-    MigrationDestination(Machine& m, Listener l, StatusFn f, bool paused, MigrationTimeouts t)
-        : m_(m), listener_(std::move(l)), on_status_(std::move(f)), start_paused_(paused), timeouts_(t) {}
+    MigrationDestination(Machine& m, Listener l, StatusFn f, bool paused, MigrationTimeouts t, TlsConfig tls)
+        : m_(m), listener_(std::move(l)), on_status_(std::move(f)), start_paused_(paused), timeouts_(t), tls_(std::move(tls)) {}
+    // With TLS: the handshake on a connection just accepted; false (logged) when it
+    // failed, and the connection is to be dropped unread.
+    bool secure(Channel& ch);
     void run();
     Result<void> receive();
     Result<StreamHeader> accept_source();
@@ -125,6 +129,7 @@ private:
     std::vector<uint8_t> devices_;
     bool start_paused_ = false;
     MigrationTimeouts timeouts_;
+    TlsConfig tls_;
     std::atomic<bool> started_{false};  // the guest's vCPUs were started here
     Phase phase_ = Phase::Setup;
     bool postcopy_ = false;                 // accepted in the header

@@ -130,7 +130,7 @@ void MigrationSource::run() {
 Result<void> MigrationSource::migrate() {
     // Setup: connect and agree on the guest's shape.
     const MigrationTimeouts limits = params().timeouts;
-    auto ch = Channel::connect(to_, limits.setup);
+    auto ch = Channel::connect(to_, limits.setup, params().tls);
     if (!ch) return std::unexpected(ch.error());
     {
         std::lock_guard lock(ch_mu_);

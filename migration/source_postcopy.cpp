@@ -103,7 +103,7 @@ Result<void> MigrationSource::add_unit(PostcopyBatch& b, uint64_t page, uint32_t
 }
 
 Result<void> MigrationSource::connect_urgent_channel(uint64_t token) {
-    auto ch = Channel::connect(to_, params().timeouts.setup);
+    auto ch = Channel::connect(to_, params().timeouts.setup, params().tls);
     if (!ch) return fail(Domain::Migration, "the second (postcopy-preempt) connection: " + ch.error().message());
     if (auto ok = send_section(*ch, SectionKind::UrgentHello, 0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&token), sizeof(token)));
         !ok)

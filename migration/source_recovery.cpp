@@ -97,7 +97,7 @@ Result<void> MigrationSource::recover_postcopy(const std::string& why) {
 // broken connection go again), and start a reader for the new return path.
 Result<void> MigrationSource::reconnect(const TcpAddress& to) {
     const MigrationTimeouts limits = params().timeouts;
-    auto ch = Channel::connect(to, limits.setup);
+    auto ch = Channel::connect(to, limits.setup, params().tls);
     if (!ch) return std::unexpected(ch.error());
     (void)ch->set_send_timeout(limits.stall);
     (void)ch->set_receive_timeout(limits.setup);

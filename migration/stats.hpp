@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "migration/tls.hpp"
+
 namespace ferry {
 
 // QEMU's MigrationStatus names. postcopy-paused: a postcopy connection broke, both
@@ -38,6 +40,10 @@ struct MigrationParams {
     bool postcopy_auto = false;  // x-postcopy-auto: switch by itself when precopy does not converge
     bool postcopy_preempt = false;  // postcopy-preempt: page answers on a second connection
     MigrationTimeouts timeouts;
+    // TLS (migration/tls.hpp): QMP's tls-creds (the id of the credentials ferry run
+    // loaded, "tls0"; "" for none) and tls-authz (the client a destination lets in).
+    std::string tls_creds, tls_authz;
+    TlsConfig tls;  // what they resolve to when a migration starts (creds null: plain TCP)
 };
 
 // One userfault on the postcopy destination: when (since postcopy began), where, and

@@ -186,9 +186,21 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                         {"x-max-rounds", ArgType::uinteger(), true},
                         {"x-setup-timeout", ArgType::uinteger(), true},
                         {"x-stall-timeout", ArgType::uinteger(), true},
-                        {"x-switchover-timeout", ArgType::uinteger(), true}},
+                        {"x-switchover-timeout", ArgType::uinteger(), true},
+                        {"tls-creds", ArgType::string(), true},
+                        {"tls-authz", ArgType::string(), true}},
                        [c](const nlohmann::json& args, CallContext&) -> QmpResult {
                            MigrationParams p = c->params();
+                           if (args.contains("tls-creds")) {
+                               auto id = args.at("tls-creds").get<std::string>();
+                               if (!c->tls_creds_known(id))
+                                   return qmp_error(fmt::format("No TLS credentials with id '{}' (ferry run --tls-creds DIR or "
+                                                                "--tls-psk FILE loads them as '{}')", id, MigrationControl::kTlsCredsId));
+                               if (c->outgoing_active() || c->incoming_pending())
+                                   return qmp_error("tls-creds cannot change while a migration is in progress or awaited");
+                               p.tls_creds = id;
+                           }
+                           if (args.contains("tls-authz")) p.tls_authz = args.at("tls-authz").get<std::string>();
                            for (auto [name, field] : {std::pair{"x-setup-timeout", &p.timeouts.setup},
                                                       std::pair{"x-stall-timeout", &p.timeouts.stall},
                                                       std::pair{"x-switchover-timeout", &p.timeouts.switchover}}) {
@@ -226,7 +238,9 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                                                  {"x-max-rounds", p.max_rounds},
                                                  {"x-setup-timeout", p.timeouts.setup.count()},
                                                  {"x-stall-timeout", p.timeouts.stall.count()},
-                                                 {"x-switchover-timeout", p.timeouts.switchover.count()}};
+                                                 {"x-switchover-timeout", p.timeouts.switchover.count()},
+                                                 {"tls-creds", p.tls_creds},
+                                                 {"tls-authz", p.tls_authz}};
                        }});
         !ok)
         return ok;

@@ -73,6 +73,10 @@ Result<void> MigrationControl::start_outgoing(const std::string& uri) {
         return fail(Domain::Migration, fmt::format("cannot migrate a guest in state {}", run_state_name(rs)));
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
+    if (auto tls = tls_config(); tls.creds && !tls.creds->can_connect())
+        return fail(Domain::Migration, fmt::format("the TLS credentials ({}) have no client certificate (client-cert.pem, "
+                                                   "client-key.pem): this ferry cannot send a migration with them",
+                                                   tls.creds->describe()));
     outgoing_.reset();
     outgoing_ = std::make_unique<MigrationSource>(m_, *addr, outgoing_params(), [this](MigrationStatus s) { on_status(s); });
     outgoing_->start();
@@ -85,7 +89,8 @@ Result<uint16_t> MigrationControl::start_incoming(const std::string& uri) {
         return fail(Domain::Migration, "'-incoming' was not specified on the command line");
     auto addr = parse_tcp_address(uri);
     if (!addr) return std::unexpected(addr.error());
-    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); }, incoming_paused_, params_.timeouts);
+    auto dest = MigrationDestination::listen(m_, *addr, [this](MigrationStatus s) { on_status(s); }, incoming_paused_, params_.timeouts,
+                                             tls_config());
     if (!dest) return std::unexpected(dest.error());
     incoming_ = std::move(*dest);
     incoming_->start();
@@ -152,8 +157,20 @@ void MigrationControl::set_params(const MigrationParams& p) {
     if (outgoing_) outgoing_->set_params(outgoing_params());
 }
 
+void MigrationControl::set_tls_credentials(std::shared_ptr<const TlsCredentials> creds, std::string authz) {
+    tls_creds_ = std::move(creds);
+    params_.tls_creds = tls_creds_ ? kTlsCredsId : "";
+    params_.tls_authz = std::move(authz);
+}
+
+TlsConfig MigrationControl::tls_config() const {
+    if (params_.tls_creds.empty() || !tls_creds_) return {};
+    return {tls_creds_, params_.tls_authz};
+}
+
 MigrationParams MigrationControl::outgoing_params() const {
     MigrationParams p = params_;
+    p.tls = tls_config();
     p.postcopy = caps_.postcopy_ram;
     p.postcopy_auto = caps_.postcopy_ram && caps_.postcopy_auto;
     p.postcopy_preempt = caps_.postcopy_ram && caps_.postcopy_preempt;

@@ -65,6 +65,13 @@ public:
     // The incoming postcopy's fault figures (nullopt: no postcopy here yet).
     std::optional<PostcopyFaultStats> fault_stats() const;
 
+    // The TLS credentials `ferry run` loaded (--tls-creds / --tls-psk), known to QMP as
+    // "tls0"; they become the default (tls-creds "tls0"), with `authz` as tls-authz.
+    void set_tls_credentials(std::shared_ptr<const TlsCredentials> creds, std::string authz);
+    // Whether `id` names loaded credentials ("" names none and is always valid).
+    bool tls_creds_known(const std::string& id) const { return id.empty() || (id == kTlsCredsId && tls_creds_); }
+    static constexpr const char* kTlsCredsId = "tls0";
+
     MigrationParams params() const { return params_; }
     void set_params(const MigrationParams& p);
     MigrationCapabilities capabilities() const { return caps_; }
@@ -82,7 +89,8 @@ private:
     MigrationControl(EventLoop& loop, Machine& machine, bool keep_source, EmitFn emit, FinishFn finish, Fd event);
     void on_status(MigrationStatus s);  // any thread
     void drain();                       // main loop
-    MigrationParams outgoing_params() const;  // params_ with the postcopy capabilities
+    MigrationParams outgoing_params() const;  // params_ with the postcopy capabilities and TLS
+    TlsConfig tls_config() const;
 
     EventLoop& loop_;
     Machine& m_;
@@ -92,6 +100,7 @@ private:
     Fd event_;
     MigrationParams params_;
     MigrationCapabilities caps_;
+    std::shared_ptr<const TlsCredentials> tls_creds_;
     std::unique_ptr<MigrationSource> outgoing_;
     std::unique_ptr<MigrationDestination> incoming_;
     bool incoming_done_ = false;

@@ -168,12 +168,14 @@ def tail(vm, n=5):
     return [t for _, t in vm.lines[-n:]] + vm.stderr_text().strip().splitlines()[-3:]
 
 
-def start_pair(kind, mem_mb, cmdline, tmp, net=LOOPBACK, cpus=1):
-    """(source Vm, destination Vm, source QMP path, destination QMP path, port)."""
+def start_pair(kind, mem_mb, cmdline, tmp, net=LOOPBACK, cpus=1, tls_dir=None):
+    """(source Vm, destination Vm, source QMP path, destination QMP path, port).
+    tls_dir: migrate over TLS with the X.509 credentials there (tls_certs.make_x509_dir)."""
     src_sock, dst_sock = os.path.join(tmp, "src.sock"), os.path.join(tmp, "dst.sock")
     if kind == "ferry":
+        tls = ("--tls-creds", tls_dir) if tls_dir else ()
         dst = Vm([*net.dst_wrap, vmm.FERRY, "run", "--mem", f"{mem_mb}M", "--cpus", str(cpus), "--incoming",
-                  f"tcp:{net.dst_host}:0", "--qmp", dst_sock], os.path.join(tmp, "dst.err"))
+                  f"tcp:{net.dst_host}:0", "--qmp", dst_sock, *tls], os.path.join(tmp, "dst.err"))
         port = None
         deadline = time.monotonic() + 30
         while port is None and time.monotonic() < deadline:
@@ -190,26 +192,31 @@ def start_pair(kind, mem_mb, cmdline, tmp, net=LOOPBACK, cpus=1):
         # --keep-source: the source stays (paused) after handing over instead of exiting, so its
         # CPU time can be read after completion; nothing else about the migration changes
         # FERRY_LOG=info: the source logs its downtime breakdown (kept in the JSON when present)
-        src = Vm([*net.src_wrap, *vmm.ferry_cmd(mem_mb, cmdline, cpus=cpus, extra=("--qmp", src_sock, "--keep-source"))],
+        src = Vm([*net.src_wrap, *vmm.ferry_cmd(mem_mb, cmdline, cpus=cpus, extra=("--qmp", src_sock, "--keep-source", *tls))],
                  os.path.join(tmp, "src.err"), env={"FERRY_LOG": "info"})
     else:
         port = vmm.free_tcp_port()
-        qmp_dst = ("-qmp", f"unix:{dst_sock},server=on,wait=off", "-incoming", f"tcp:{net.dst_host}:{port}")
+
+        def tls(endpoint):  # QEMU's migration property tls-creds set from the start, so -incoming listens with TLS
+            return ("-object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint={endpoint}",
+                    "-global", "migration.tls-creds=tls0") if tls_dir else ()
+        qmp_dst = ("-qmp", f"unix:{dst_sock},server=on,wait=off", "-incoming", f"tcp:{net.dst_host}:{port}", *tls("server"))
         dst = Vm([*net.dst_wrap, *vmm.qemu_cmd(mem_mb, cmdline, cpus=cpus, extra=qmp_dst)], os.path.join(tmp, "dst.err"))
-        src = Vm([*net.src_wrap, *vmm.qemu_cmd(mem_mb, cmdline, cpus=cpus, extra=("-qmp", f"unix:{src_sock},server=on,wait=off"))],
+        src = Vm([*net.src_wrap, *vmm.qemu_cmd(mem_mb, cmdline, cpus=cpus,
+                                               extra=("-qmp", f"unix:{src_sock},server=on,wait=off", *tls("client")))],
                  os.path.join(tmp, "src.err"))
     return src, dst, src_sock, dst_sock, port
 
 
 def one_migration(kind, mem_mb, cmdline, mode="precopy", max_bandwidth=None, after_ticks=3, preempt=False,
-                  net=LOOPBACK, cpus=1, params=None, timeout_s=600):
+                  net=LOOPBACK, cpus=1, params=None, timeout_s=600, tls_dir=None):
     """Boots the guest on a source, migrates it (`mode`), and returns its figures (a dict);
     raises RuntimeError when it fails. `params`: more migrate-set-parameters (both VMMs);
     a migration still going after `timeout_s` fails (not converged)."""
     tmp = tempfile.mkdtemp(prefix=f"ferry-bench-mig-{kind}-")
     src = dst = qs = qd = None
     try:
-        src, dst, src_sock, dst_sock, port = start_pair(kind, mem_mb, cmdline, tmp, net, cpus)
+        src, dst, src_sock, dst_sock, port = start_pair(kind, mem_mb, cmdline, tmp, net, cpus, tls_dir)
         ready = src.wait_line(r"^guest: ready$", 600)
         if not ready:
             raise RuntimeError(f"{kind}: no 'guest: ready' on the source: {tail(src)}")

@@ -24,9 +24,14 @@ max_stall_us, and the sum of its per-tick stall histograms (buckets of >16 us ga
 them, ferry's per-fault latency (ferry-query-migrate-latency) and both VMMs'
 postcopy-blocktime.
 
+--tls: every case runs twice per VMM, over plain TCP and over TLS 1.3 with X.509 certificates
+(ferry --tls-creds, QEMU tls-creds-x509, both reading one directory made with openssl), as
+"ferry+tls" and "qemu+tls" beside "ferry" and "qemu": the cost of TLS in stream rate and
+downtime, in the same run.
+
 Usage: bench/migration/run.py [--runs N] [--mode precopy|postcopy|hybrid] [--workload verify|dirty]
                               [--mems 1024,4096] [--rates 0,50M] [--max-bandwidth BYTES]
-                              [--no-throughput] [--no-qemu] [--json PATH]
+                              [--no-throughput] [--no-qemu] [--tls] [--json PATH]
 """
 import argparse
 import os
@@ -34,9 +39,11 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import tls_certs  # noqa: E402
 import vmm  # noqa: E402
 
 from migration_run import DOWNTIME_LIMIT_MS, QEMU_NO_CAP, one_migration  # noqa: E402
@@ -108,6 +115,7 @@ def main():
     ap.add_argument("--preempt", action="store_true",
                     help="postcopy/hybrid: ferry sends page answers on a second connection (postcopy-preempt) "
                          "instead of between small background batches on one")
+    ap.add_argument("--tls", action="store_true", help="also migrate over TLS (ferry+tls, qemu+tls) in the same run")
     ap.add_argument("--json", default=os.path.join(vmm.ROOT, "bench", "results", "migration.json"))
     args = ap.parse_args()
 
@@ -148,6 +156,11 @@ def run_all(args, binary, commit, load_start):
         specs.append((f"{m // 1024}G wss={args.throughput_wss} rate=0 (thr.)", "throughput", m,
                       f"mode={args.workload} wss={args.throughput_wss} rate=0 tsc_khz={khz}"))
 
+    tls_dir = None
+    if args.tls:
+        tls_dir = tls_certs.make_x509_dir(os.path.join(tempfile.mkdtemp(prefix="ferry-bench-tls-"), "x509"))
+        kinds = [v for k in kinds for v in (k, k + "+tls")]
+
     cases = []
     t_bench = time.monotonic()
     for name, group, mem, cmdline in specs:
@@ -155,7 +168,9 @@ def run_all(args, binary, commit, load_start):
         for r in range(args.runs):
             for kind in kinds:
                 print(f"{name}: {kind} run {r + 1}/{args.runs} ...", end=" ", flush=True)
-                res = one_migration(kind, mem, cmdline, args.mode, args.max_bandwidth, preempt=args.preempt)
+                base, _, tls = kind.partition("+")
+                res = one_migration(base, mem, cmdline, args.mode, args.max_bandwidth, preempt=args.preempt,
+                                    tls_dir=tls_dir if tls else None)
                 case["results"][kind]["runs"].append(res)
                 print(f"total {res['total_ms']} ms, downtime {res['downtime_ms']} ms, "
                       f"stall {res['stall_max_us'] / 1000:.1f} ms (dst first {res['stall_dst_first_us'] / 1000:.1f}, "
