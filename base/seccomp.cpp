@@ -52,11 +52,12 @@ constexpr const char* kNet[] = {
 // the dirty log and userfaultfd (ioctl(KVM), ioctl(UFFD)), /dev/userfaultfd or the
 // userfaultfd call, /proc/self/smaps and pagemap for the THP and residency figures
 // (pread64), NUMA placement figures (get_mempolicy, move_pages), MADV_COLLAPSE
-// (madvise), pausing vCPUs (tgkill: the kick), and the threads they start, which
+// (madvise), pausing vCPUs (tgkill: the kick), the arrived guest's network cards
+// announcing it (their timer: timerfd_settime), and the threads they start, which
 // confine themselves in turn (seccomp, prctl(PR_SET_NAME, PR_SET_NO_NEW_PRIVS)).
 constexpr const char* kMigration[] = {
     "read", "readv", "pread64", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll", "tgkill", "get_mempolicy", "move_pages",
-    "seccomp",
+    "seccomp", "timerfd_settime",
     "socket", "connect", "bind", "listen", "accept4", "shutdown", "setsockopt", "getsockopt", "getsockname",
     "getpeername", "close", "openat", "fstat", "newfstatat", "lseek", "fcntl", "userfaultfd", "eventfd2",
     "clone", "clone3", "set_robust_list", "rseq", "sched_getaffinity", "getrandom",

@@ -32,6 +32,10 @@ void put16(uint8_t* cmos, uint8_t reg, uint64_t v) {
 
 Rtc::Rtc(uint64_t low_ram, uint64_t high_ram, uint32_t cpus, Clock clock) : clock_(std::move(clock)) {
     if (!clock_) clock_ = host_now;
+    // glibc's gmtime_r and timegm read the time zone on their first use (/etc/localtime,
+    // an openat): let that happen now, during setup, and not first on a vCPU thread
+    // under its seccomp filter, which may not open files.
+    ::tzset();
     s_.cmos[kRegA] = kRegADefault;
     s_.cmos[kRegB] = kRegB24h;
     s_.cmos[kRegD] = kRegDVrt;
