@@ -166,24 +166,21 @@ std::chrono::milliseconds socket_timeout(int fd, int opt) {
 }
 }  // namespace
 
-Result<void> Channel::secure_client(const TlsConfig& cfg, const std::string& host, std::chrono::milliseconds timeout) {
-    auto s = TlsSession::client(cfg, fd_.get(), host, timeout);
-    if (!s) return std::unexpected(s.error());
+Result<void> Channel::use_tls(Result<std::unique_ptr<TlsSession>> session) {
+    if (!session) return std::unexpected(session.error());
     tls_ = std::make_unique<Tls>();
-    tls_->session = std::move(*s);
+    tls_->session = std::move(*session);
     tls_->send_timeout_ms = socket_timeout(fd_.get(), SO_SNDTIMEO).count();
     tls_->receive_timeout_ms = socket_timeout(fd_.get(), SO_RCVTIMEO).count();
     return {};
 }
 
+Result<void> Channel::secure_client(const TlsConfig& cfg, const std::string& host, std::chrono::milliseconds timeout) {
+    return use_tls(TlsSession::client(cfg, fd_.get(), host, timeout));
+}
+
 Result<void> Channel::secure_server(const TlsConfig& cfg, std::chrono::milliseconds timeout) {
-    auto s = TlsSession::server(cfg, fd_.get(), timeout);
-    if (!s) return std::unexpected(s.error());
-    tls_ = std::make_unique<Tls>();
-    tls_->session = std::move(*s);
-    tls_->send_timeout_ms = socket_timeout(fd_.get(), SO_SNDTIMEO).count();
-    tls_->receive_timeout_ms = socket_timeout(fd_.get(), SO_RCVTIMEO).count();
-    return {};
+    return use_tls(TlsSession::server(cfg, fd_.get(), timeout));
 }
 
 std::string Channel::security() const { return tls_ ? tls_->session->cipher() : std::string(); }

@@ -78,6 +78,8 @@ private:
         std::vector<uint8_t> staging;  // send_iov gathers into whole records (under the send lock)
     };
     Result<void> tls_send_iov(iovec* iov, int count);
+    // After a handshake: every send and receive goes through `session` from now on.
+    Result<void> use_tls(Result<std::unique_ptr<TlsSession>> session);
 
     Fd fd_;
     std::unique_ptr<Tls> tls_;
