@@ -24,6 +24,7 @@
 #include "devices/virtio/net.hpp"
 #include "devices/virtio/queue.hpp"
 #include "migration/stream.hpp"
+#include "migration/tls.hpp"
 #include "tests/fuzz/fake_ram.hpp"
 #include "tests/common/elf_builder.hpp"
 #include "vmm/boot/acpi.hpp"
@@ -408,6 +409,39 @@ void state_seeds() {
 
 }  // namespace
 
+// fuzz_tls: a client's first flight (its ClientHello, PSK binder included), caught on a
+// socketpair from TlsSession::client, for each credential mode; and a plain migration
+// header, what a source without TLS sends.
+void tls_seeds() {
+    auto dir = std::filesystem::temp_directory_path() / ("ferry-seeds-tls-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "keys.psk") << "ferry:00112233445566778899aabbccddeeff\n";
+    auto creds = TlsCredentials::load_psk((dir / "keys.psk").string());
+    if (!creds) throw std::runtime_error(creds.error().message());
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) throw std::runtime_error("socketpair");
+    (void)TlsSession::client(TlsConfig{*creds, ""}, sv[0], "127.0.0.1", std::chrono::milliseconds(200));  // times out: no server
+    Bytes hello(65536);
+    ssize_t n = ::recv(sv[1], hello.data(), hello.size(), MSG_DONTWAIT);
+    ::close(sv[0]);
+    ::close(sv[1]);
+    std::filesystem::remove_all(dir);
+    if (n <= 0) throw std::runtime_error("no ClientHello");
+    hello.resize(static_cast<size_t>(n));
+    for (uint8_t mode : {0, 1, 2, 3}) {
+        Bytes b{mode};
+        b.insert(b.end(), hello.begin(), hello.end());
+        write("fuzz_tls", "seed-clienthello-mode" + std::to_string(mode), b);
+    }
+    StreamHeader h;
+    h.cpus = 1;
+    for (const auto& r : fake_ram().regions()) h.ram.push_back({r.start, r.size()});
+    Bytes plain{1};
+    Bytes section = capture([&](Channel& ch) { must(send_section(ch, SectionKind::Header, 0, encode_header(h))); });
+    plain.insert(plain.end(), section.begin(), section.end());
+    write("fuzz_tls", "seed-plain-migration-header", plain);
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
@@ -420,5 +454,6 @@ int main(int argc, char** argv) {
     mmio_seeds();
     net_seeds();
     state_seeds();
+    tls_seeds();
     return 0;
 }
