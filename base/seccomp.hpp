@@ -29,8 +29,11 @@ enum class ThreadKind { Main, Vcpu, BlockWorker, NetWorker, Migration };
 std::optional<Mode> parse_mode(std::string_view s);  // "on", "log", "off"
 std::string_view kind_name(ThreadKind k);
 
-// Records the mode for every thread; call before any thread is confined.
+// Records the mode for every thread; call before any thread is confined. In a
+// sanitizer build (ASan, TSan) On acts as Log: the sanitizer runtimes make calls of
+// their own that no list holds (ASan's pipe2), and would be killed for them.
 void set_mode(Mode m);
+bool sanitized_build();
 // Installs the filter of `kind` on the calling thread (after it was set up).
 Result<void> confine_this_thread(ThreadKind kind);
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "base/seccomp.hpp"
 #include "migration_helpers.hpp"
 #include "process.hpp"
 
@@ -118,6 +119,15 @@ TEST_CASE("a system call outside a thread's filter ends ferry with SIGSYS", "[kv
     auto disk = image();
     Process p({"/usr/bin/env", "FERRY_TEST_FORBIDDEN_SYSCALL=" + kind, ferry_bin(), "run", "--kernel", testguest_elf(),
                "--mem", "64M", "--disk", disk, "--cmdline", "mode=blk wss=256K"});
+    if (ferry::seccomp::sanitized_build()) {
+        // There "on" acts as "log" (base/seccomp.hpp): the guest goes on.
+        INFO(kind << ": " << p.err());
+        CHECK(p.wait_line(std::regex("^guest: blk ok="), 60s));
+        p.signal(SIGTERM);
+        CHECK(p.wait_exit(30s) == 0);
+        ::unlink(disk.c_str());
+        return;
+    }
     auto status = p.wait_exit(60s);
     INFO(kind << ": " << p.err());
     REQUIRE(status);
