@@ -16,7 +16,8 @@ public:
     virtual ~DirtyTracker() = default;
     // Starts tracking; every page counts as dirty until first cleared.
     virtual Result<void> start() = 0;
-    // Fetches the pages dirtied since they were last cleared, per region.
+    // Fetches the pages dirtied since they were last cleared, per region (a page
+    // fetched but never cleared comes again: a round that is not sent loses nothing).
     virtual Result<void> sync(std::vector<std::vector<uint64_t>>& bitmaps) = 0;
     // Re-arms tracking for the set bits of `bits` in pages [first, first+count) of
     // region `region`: call just before reading those pages.
@@ -25,7 +26,9 @@ public:
 };
 
 // KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG with MANUAL_DIRTY_LOG_PROTECT2 and
-// initially-set bitmaps.
+// initially-set bitmaps, plus the pages devices wrote (virtio, which KVM does not
+// see). KVM keeps its bits until they are cleared; the device bits taken from the
+// Machine are kept here until then too.
 class KvmDirtyLog : public DirtyTracker {
 public:
     explicit KvmDirtyLog(Machine& m) : m_(m) {}
@@ -38,6 +41,7 @@ public:
 private:
     Machine& m_;
     bool on_ = false;
+    std::vector<std::vector<uint64_t>> device_;  // device-written pages fetched, not yet cleared
 };
 
 inline uint64_t count_bits(const std::vector<uint64_t>& words) {

@@ -201,7 +201,7 @@ TEST_CASE("virtio-blk: a guest with a disk migrates and keeps verifying (precopy
     auto first = parse_blk(dst.wait_line(std::regex("^guest: blk ok="), 30s));
     REQUIRE(first);
     auto second = parse_blk(dst.wait_line(std::regex("^guest: blk ok=" + std::string("(?!") + std::to_string(first->ok) + " )"), 30s));
-    INFO(dst.out_text());
+    INFO("destination guest: " << dst.out_text() << "\ndestination: " << dst.err());
     REQUIRE(second);
     CHECK(second->ok > before->ok);
     CHECK(second->bad == 0);
