@@ -430,6 +430,7 @@ void Machine::resume() {
 // Restored devices wait for a notification before they look at their rings (guest
 // RAM may still be arriving); a running guest's devices may look at any time.
 void Machine::kick_virtio() {
+    for (auto& v : virtio_) v->device().resume();  // after a drain (pause, migration, reset)
     for (auto& v : virtio_)
         for (uint16_t q = 0; q < v->device().num_queues(); ++q) v->device().notify(q);
 }

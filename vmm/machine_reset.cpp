@@ -74,8 +74,10 @@ Result<void> Machine::reset() {
     }
     logger("vmm")->info("reset: the guest boots again");
     for (auto& t : threads_) t->revive();  // a vCPU that asked for the reset parked for good
-    if (was_running)
+    if (was_running) {
         for (auto& t : threads_) t->resume();
+        kick_virtio();  // the drain above holds the devices
+    }
     return {};
 }
 

@@ -49,8 +49,13 @@ public:
     virtual void notify(uint16_t queue) = 0;
     // Stop serving the queues (device reset); returns once no request is in flight.
     virtual void reset() = 0;
-    // Completes everything available and in flight (vCPUs paused: nothing new comes).
+    // Completes everything available and in flight (vCPUs paused: nothing new comes),
+    // then holds: nothing from outside the guest (a received frame) is written to its
+    // RAM or rings until resume() or activate(), so the state saved after a drain
+    // matches guest RAM (migration's last round, reset).
     virtual void drain() = 0;
+    // The guest runs again after a drain.
+    virtual void resume() {}
     // An eventfd the device serves `queue` on when it is signalled (the machine hands it
     // to KVM as an ioeventfd on QueueNotify, so notifications need no exit); -1: none,
     // notify() is the only way in.

@@ -110,6 +110,7 @@ void Net::activate(DeviceContext ctx) {
         active_ = true;
         broken_ = false;
         rx_blocked_ = false;
+        held_ = false;
     }
     if (!restored) kick(notify_);  // the worker looks at the queues (buffers added before DRIVER_OK)
 }
@@ -124,7 +125,21 @@ void Net::reset() {
 
 void Net::drain() {
     std::lock_guard lock(work_mu_);
-    process_tx_locked();
+    held_ = false;
+    while (process_tx_locked()) {
+    }
+    // Frames the tap receives from now on wait in the tap (as QEMU's stopped VM leaves
+    // them): one written into guest RAM after migration's last round would be lost and
+    // would leave the saved used index ahead of the ring the destination gets.
+    held_ = true;
+}
+
+void Net::resume() {
+    {
+        std::lock_guard lock(work_mu_);
+        held_ = false;
+    }
+    kick(notify_);
 }
 
 Net::Counters Net::counters() const {
@@ -181,7 +196,7 @@ void Net::run() {
         bool want_rx;
         {
             std::lock_guard lock(work_mu_);
-            want_rx = active_ && !broken_ && !rx_blocked_;
+            want_rx = active_ && !broken_ && !rx_blocked_ && !held_;
         }
         pollfd fds[4] = {{stop_.get(), POLLIN, 0},
                          {notify_.get(), POLLIN, 0},
@@ -212,8 +227,8 @@ void Net::run() {
 }
 
 // Sends every available transmit chain (up to kBatch a call; the worker comes back).
-void Net::process_tx_locked() {
-    if (!active_ || broken_ || !ctx_.mem || !ctx_.queues || ctx_.queues->size() <= kNetTxQueue) return;
+bool Net::process_tx_locked() {
+    if (!active_ || broken_ || held_ || !ctx_.mem || !ctx_.queues || ctx_.queues->size() <= kNetTxQueue) return false;
     const GuestMemory& mem = *ctx_.mem;
     Queue& q = (*ctx_.queues)[kNetTxQueue];
     auto log = logger("dev." + id_);
@@ -271,6 +286,7 @@ void Net::process_tx_locked() {
     }
     if (sent && ctx_.signal) ctx_.signal(kNetTxQueue);
     if (more) kick(notify_);
+    return more;
 }
 
 bool Net::read_frame_locked() {
@@ -290,7 +306,7 @@ bool Net::read_frame_locked() {
 
 // Delivers pending and newly arrived frames while receive chains last.
 void Net::process_rx_locked() {
-    if (!active_ || broken_ || rx_blocked_ || !ctx_.mem || !ctx_.queues || ctx_.queues->empty()) return;
+    if (!active_ || broken_ || rx_blocked_ || held_ || !ctx_.mem || !ctx_.queues || ctx_.queues->empty()) return;
     const GuestMemory& mem = *ctx_.mem;
     Queue& q = (*ctx_.queues)[kNetRxQueue];
     auto log = logger("dev." + id_);

@@ -80,6 +80,7 @@ public:
     void notify(uint16_t queue) override;
     void reset() override;
     void drain() override;
+    void resume() override;
     int notify_fd(uint16_t) const override { return notify_.get(); }
 
     // Migration: the MAC the guest saw; the destination must present the same one.
@@ -104,7 +105,7 @@ public:
 private:
     Net(std::string id, Tap tap, const MacAddress& mac);
     void run();
-    void process_tx_locked();
+    bool process_tx_locked();  // true: more is left (the worker comes back)
     void process_rx_locked();
     bool read_frame_locked();  // true: a frame is pending
     void announce_step_locked();
@@ -119,6 +120,7 @@ private:
     DeviceContext ctx_;       // guarded by work_mu_
     bool broken_ = false;     // queue unusable until reset
     bool rx_blocked_ = false;  // no receive chain: wait for a notification
+    bool held_ = false;        // drained: no frame is received until resume() or activate()
     std::vector<uint8_t> frame_;  // a frame read from the tap, not yet delivered
     size_t frame_len_ = 0;        // 0: none pending
     Counters counters_;           // guarded by work_mu_
