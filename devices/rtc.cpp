@@ -76,6 +76,18 @@ void Rtc::set_state(const State& s) {
     s_.offset_s = std::clamp(s_.offset_s, -kMaxOffsetS, kMaxOffsetS);
 }
 
+Result<void> Rtc::save(StateWriter& w) const {
+    w.put_struct(state());
+    return {};
+}
+
+Result<void> Rtc::load(StateReader& r, uint32_t) {
+    State s;
+    if (!r.get_struct(s) || s.index >= sizeof(s.cmos)) return fail(Domain::Migration, id() + ": RTC state is malformed");
+    set_state(s);
+    return {};
+}
+
 bool Rtc::is_time_reg(uint8_t reg) const {
     return reg == kSeconds || reg == kMinutes || reg == kHours || reg == kWeekday || reg == kDay || reg == kMonth ||
            reg == kYear || reg == kCentury;

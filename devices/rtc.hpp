@@ -24,12 +24,13 @@
 #include <mutex>
 
 #include "devices/bus.hpp"
+#include "devices/device_state.hpp"
 
 namespace ferry {
 
 inline constexpr uint16_t kRtcPort = 0x70;
 
-class Rtc : public BusDevice {
+class Rtc : public BusDevice, public SavedDevice {
 public:
     using Clock = std::function<int64_t()>;  // seconds since the epoch (UTC)
     // `low_ram`: bytes of RAM below 4 GiB (from 0), `high_ram`: above 4 GiB.
@@ -55,6 +56,14 @@ public:
     };
     State state() const;
     void set_state(const State& s);
+
+    // Its record: State, length-prefixed (version 1); load refuses an index past the
+    // CMOS and clamps the offset as set_state does.
+    std::string state_id() const override { return id(); }
+    DeviceKind state_kind() const override { return DeviceKind::Rtc; }
+    uint32_t state_version() const override { return 1; }
+    Result<void> save(StateWriter& w) const override;
+    Result<void> load(StateReader& r, uint32_t version) override;
 
 private:
     uint8_t read_reg(uint8_t reg);

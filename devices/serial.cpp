@@ -117,4 +117,16 @@ void Serial::set_state(const State& s) {
     update_irq();
 }
 
+Result<void> Serial::save(StateWriter& w) const {
+    w.put_struct(state());
+    return {};
+}
+
+Result<void> Serial::load(StateReader& r, uint32_t) {
+    State s;
+    if (!r.get_struct(s) || s.thre_pending > 1) return fail(Domain::Migration, id() + ": 8250 state is malformed");
+    set_state(s);
+    return {};
+}
+
 }  // namespace ferry

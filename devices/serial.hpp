@@ -10,10 +10,11 @@
 #include <mutex>
 
 #include "devices/bus.hpp"
+#include "devices/device_state.hpp"
 
 namespace ferry {
 
-class Serial : public BusDevice {
+class Serial : public BusDevice, public SavedDevice {
 public:
     using IrqFn = std::function<void(bool level)>;
     // Writes every transmitted byte to `out_fd` (not owned), raising `irq` as the
@@ -31,6 +32,13 @@ public:
     };
     State state() const;
     void set_state(const State& s);
+
+    // Its record: State, length-prefixed (version 1); load refuses thre_pending > 1.
+    std::string state_id() const override { return id(); }
+    DeviceKind state_kind() const override { return DeviceKind::Serial8250; }
+    uint32_t state_version() const override { return 1; }
+    Result<void> save(StateWriter& w) const override;
+    Result<void> load(StateReader& r, uint32_t version) override;
 
     // The machine is stopping for good: a write blocked on a console nobody reads gives
     // up (its byte is dropped) when the vCPU is kicked, instead of being retried, so

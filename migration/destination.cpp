@@ -377,7 +377,16 @@ Result<void> MigrationDestination::on_device(Section& s, bool& done) {
             vm_ = *st;
             return {};
         }
-        case SectionKind::DeviceState: devices_ = s.payload; return {};
+        case SectionKind::DeviceState: {
+            if (devices_.size() >= kMaxDeviceRecords)
+                return fail(Domain::Migration, fmt::format("stream: more than {} device-state sections", kMaxDeviceRecords));
+            StateReader r(s.payload);
+            auto rec = get_record(r);
+            if (!rec) return std::unexpected(rec.error());
+            if (!r.at_end()) return fail(Domain::Migration, "stream: a device-state section has trailing bytes");
+            devices_.push_back(std::move(*rec));
+            return {};
+        }
         case SectionKind::StateEnd: done = true; return {};
         default: return fail(Domain::Migration, fmt::format("stream: unexpected {} section with the device state", section_name(s.kind)));
     }
@@ -617,9 +626,7 @@ Result<void> MigrationDestination::restore() {
         if (auto ok = m_.restore_vcpu(i, st); !ok) return ok;
     }
     if (auto ok = m_.restore_vm(*vm_); !ok) return ok;
-    StateReader dr(devices_);
-    if (auto ok = m_.restore_devices(dr); !ok) return ok;
-    if (!dr.at_end()) return fail(Domain::Migration, "device state has trailing bytes");
+    if (auto ok = m_.restore_devices(devices_); !ok) return ok;
     if (boot_.started()) {
         auto boot = boot_.take();
         if (!boot) return std::unexpected(boot.error());

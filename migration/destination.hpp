@@ -126,7 +126,7 @@ private:
     std::vector<std::optional<VcpuState>> vcpus_;
     std::vector<uint64_t> vcpu_saved_at_ns_;
     std::optional<VmState> vm_;
-    std::vector<uint8_t> devices_;
+    std::vector<DeviceRecord> devices_;  // one per device-state section
     bool start_paused_ = false;
     MigrationTimeouts timeouts_;
     TlsConfig tls_;

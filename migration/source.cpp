@@ -395,9 +395,15 @@ Result<void> MigrationSource::send_state() {
     StateWriter vw;
     vm->save(vw);
     if (auto ok = send_section(*ch_, SectionKind::VmState, 0, vw.bytes()); !ok) return ok;
-    StateWriter dw;
-    m_.save_devices(dw);
-    if (auto ok = send_section(*ch_, SectionKind::DeviceState, 0, dw.bytes()); !ok) return ok;
+    // One section per device, its record (devices/device_state.hpp); the devices were
+    // drained when the guest was paused.
+    auto devices = m_.save_devices();
+    if (!devices) return std::unexpected(devices.error());
+    for (size_t i = 0; i < devices->size(); ++i) {
+        StateWriter dw;
+        put_record(dw, (*devices)[i]);
+        if (auto ok = send_section(*ch_, SectionKind::DeviceState, static_cast<uint32_t>(i), dw.bytes()); !ok) return ok;
+    }
     return send_section(*ch_, SectionKind::StateEnd, 0, std::span<const uint8_t>());
 }
 

@@ -4,7 +4,7 @@
 //   (xxh3 = XXH3-64 of the 16-byte frame header followed by the payload)
 //
 // Source -> destination: Header, then RamBatch* (rounds, each ended by Sync), then
-// [Discard*] VcpuState* VmState DeviceState StateEnd, then Go, then (postcopy only)
+// [Discard*] VcpuState* VmState DeviceState* StateEnd, then Go, then (postcopy only)
 // RamBatch* until every page is in.  Destination -> source: HeaderAck after the header
 // (with the capabilities it accepts), SyncAck after each Sync, Ready after StateEnd,
 // Resumed after Go; in postcopy PageRequest* and PostcopyDone; Error (a reason) either
@@ -61,7 +61,11 @@ const char* section_name(SectionKind k);
 //    migrated guest can be reset), and the urgent-hello of postcopy-preempt.
 // 5: postcopy recovery (resume, received-bitmap and resume-ack sections); the ack of a
 //    postcopy migration always carries its token.
-inline constexpr uint32_t kStreamVersion = 5;
+// 6: one device-state section per device, each a record with the device's id, kind and
+//    version (devices/device_state.hpp), the 8250, RTC, PICs, IOAPIC and PIT included;
+//    the VM state holds only kvmclock. The header insists on the same version at both
+//    ends, so no decoder keeps an older layout.
+inline constexpr uint32_t kStreamVersion = 6;
 // Capability bits, in the header (what the source asks for) and the header-ack (what
 // the destination accepts).
 inline constexpr uint32_t kCapPostcopy = 1;

@@ -55,25 +55,11 @@ kvm_msr_entry* VcpuState::find_msr(uint32_t index) {
     return nullptr;
 }
 
-void VmState::save(StateWriter& w) const {
-    w.put_struct(pic_master);
-    w.put_struct(pic_slave);
-    w.put_struct(ioapic);
-    w.put_struct(pit);
-    w.put_struct(clock);
-}
+void VmState::save(StateWriter& w) const { w.put_struct(clock); }
 
 Result<VmState> VmState::load(StateReader& r) {
     VmState s;
-    r.get_struct(s.pic_master);
-    r.get_struct(s.pic_slave);
-    r.get_struct(s.ioapic);
-    r.get_struct(s.pit);
-    r.get_struct(s.clock);
-    if (!r.ok()) return fail(Domain::Migration, "VM state is truncated or malformed");
-    if (s.pic_master.chip_id != KVM_IRQCHIP_PIC_MASTER || s.pic_slave.chip_id != KVM_IRQCHIP_PIC_SLAVE ||
-        s.ioapic.chip_id != KVM_IRQCHIP_IOAPIC)
-        return fail(Domain::Migration, "VM state: bad irqchip ids");
+    if (!r.get_struct(s.clock)) return fail(Domain::Migration, "VM state is truncated or malformed");
     return s;
 }
 

@@ -34,9 +34,9 @@ struct VcpuState {
     kvm_msr_entry* find_msr(uint32_t index);
 };
 
+// VM-wide state that belongs to no device: kvmclock. (The PIC, IOAPIC and PIT are
+// devices with their own records: vmm/kvm_chips.hpp.)
 struct VmState {
-    kvm_irqchip pic_master{}, pic_slave{}, ioapic{};
-    kvm_pit_state2 pit{};
     kvm_clock_data clock{};
 
     void save(StateWriter& w) const;

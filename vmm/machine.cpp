@@ -21,6 +21,7 @@
 #include "vmm/boot/acpi.hpp"
 #include "vmm/boot/mptable.hpp"
 #include "vmm/boot/pvh.hpp"
+#include "vmm/kvm_chips.hpp"
 #include "vmm/x86.hpp"
 
 namespace ferry {
@@ -192,6 +193,10 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
 }
 
 Result<void> Machine::setup_devices() {
+    chips_.push_back(std::make_unique<KvmIrqchip>(vm_, KVM_IRQCHIP_PIC_MASTER));
+    chips_.push_back(std::make_unique<KvmIrqchip>(vm_, KVM_IRQCHIP_PIC_SLAVE));
+    chips_.push_back(std::make_unique<KvmIrqchip>(vm_, KVM_IRQCHIP_IOAPIC));
+    chips_.push_back(std::make_unique<KvmPit>(vm_));
     ShutdownFn shutdown = [this](ShutdownRequest r) { request_shutdown(std::move(r)); };
     auto log = logger("dev.serial0");
     serial_ = std::make_shared<Serial>(cfg_.serial_fd, [this, log](bool level) {

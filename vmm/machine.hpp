@@ -123,7 +123,7 @@ public:
     struct BootState {
         std::vector<VcpuState> vcpus;  // CPUID left out: a vCPU keeps the one it has
         VmState vm;
-        std::vector<uint8_t> devices;  // save_devices()
+        std::vector<uint8_t> devices;  // save_devices(), encode_records()
         std::vector<uint8_t> kernel;
         std::optional<std::vector<uint8_t>> initrd;
         std::string cmdline;      // as given; the virtio-mmio devices are added at each load
@@ -150,8 +150,14 @@ public:
     Result<void> restore_vcpu(size_t index, const VcpuState& state);
     Result<VmState> save_vm() const;
     Result<void> restore_vm(const VmState& state);
-    void save_devices(StateWriter& w) const;
-    Result<void> restore_devices(StateReader& r);
+    // One record per device (devices/device_state.hpp): the 8250, the RTC, the
+    // in-kernel PICs, IOAPIC and PIT, each virtio device. Never drains, never writes
+    // guest RAM: pause() and pause_for_migration() drained the devices already.
+    Result<std::vector<DeviceRecord>> save_devices() const;
+    // Matches the records to this machine's devices by id: refuses a record for a device
+    // it lacks, a device without a record, a kind or version it cannot read (naming
+    // the device), then loads each.
+    Result<void> restore_devices(const std::vector<DeviceRecord>& recs);
 
     // Dirty-page logging on every RAM slot (KVM_MEM_LOG_DIRTY_PAGES, manual protect,
     // initially all set), for migration.
@@ -184,6 +190,7 @@ private:
     Result<void> capture_power_on(BootState& into);
     void request_shutdown(ShutdownRequest req);
     void kick_virtio();
+    std::vector<SavedDevice*> saved_devices() const;
 
     MachineConfig cfg_;
     KvmSystem kvm_;
@@ -193,6 +200,7 @@ private:
     Bus mmio_{"mmio"};
     std::shared_ptr<Serial> serial_;
     std::shared_ptr<Rtc> rtc_;
+    std::vector<std::unique_ptr<SavedDevice>> chips_;  // the in-kernel PICs, IOAPIC and PIT (vmm/kvm_chips.hpp)
     std::vector<Fd> virtio_irqfds_;  // before virtio_: outlives the transports that write them
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
     void mark_device_dirty(Gpa gpa, uint64_t len);

@@ -2,12 +2,13 @@
 // first instruction, captured when it was created, and the kernel is loaded again.
 //
 // The capture is the same state a migration carries (vmm/machine_state.cpp): each
-// vCPU's registers, LAPIC, MSRs and MP state (the APs wait for INIT/SIPI again), the
-// in-kernel PIC/IOAPIC/PIT, kvmclock (restored with KVM_CLOCK_REALTIME, so the guest's
-// clock keeps counting instead of going back), the 8250, the RTC and every virtio
-// transport (status 0: the driver must set the device up again). RAM is not cleared,
-// as on real hardware and in QEMU; the kernel, initrd, boot information and MP table
-// are written again. The capture and the images travel with a migration (the source's
+// vCPU's registers, LAPIC, MSRs and MP state (the APs wait for INIT/SIPI again),
+// kvmclock (restored with KVM_CLOCK_REALTIME, so the guest's clock keeps counting
+// instead of going back) and every device's record (devices/device_state.hpp: the
+// 8250, the RTC, the in-kernel PICs, IOAPIC and PIT, every virtio transport with status
+// 0, so the driver must set the device up again). RAM is not cleared, as on real
+// hardware and in QEMU; the kernel, initrd, boot information and MP table are written
+// again. The capture and the images travel with a migration (the source's
 // boot sections), so a migrated guest resets the same way on its destination.
 #include <unistd.h>
 
@@ -28,9 +29,9 @@ Result<void> Machine::capture_power_on(BootState& p) {
     auto vm = save_vm();
     if (!vm) return std::unexpected(vm.error());
     p.vm = *vm;
-    StateWriter w;
-    save_devices(w);
-    p.devices = w.take();
+    auto devices = save_devices();
+    if (!devices) return std::unexpected(devices.error());
+    p.devices = encode_records(*devices);
     return {};
 }
 
@@ -59,8 +60,9 @@ Result<void> Machine::reset() {
     for (auto& v : virtio_) v->drain();   // nothing in flight writes RAM afterwards
     auto restore = [&]() -> Result<void> {
         if (boot_->vcpus.size() != vcpus_.size()) return fail(Domain::Kvm, "reset: the boot state has another vCPU count");
-        StateReader r(boot_->devices);
-        if (auto ok = restore_devices(r); !ok) return ok;
+        auto devices = decode_records(boot_->devices);
+        if (!devices) return std::unexpected(devices.error());
+        if (auto ok = restore_devices(*devices); !ok) return ok;
         if (auto ok = restore_vm(boot_->vm); !ok) return ok;
         for (size_t i = 0; i < vcpus_.size(); ++i)
             if (auto ok = restore_vcpu(i, boot_->vcpus[i]); !ok) return ok;

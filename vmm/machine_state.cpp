@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "vmm/kvm_chips.hpp"
 #include "vmm/machine.hpp"
 
 namespace ferry {
@@ -91,29 +92,12 @@ Result<void> Machine::restore_vcpu(size_t index, const VcpuState& s) {
 }
 
 Result<VmState> Machine::save_vm() const {
-    VmState s;
-    auto pic0 = vm_.get_irqchip(KVM_IRQCHIP_PIC_MASTER);
-    auto pic1 = vm_.get_irqchip(KVM_IRQCHIP_PIC_SLAVE);
-    auto ioapic = vm_.get_irqchip(KVM_IRQCHIP_IOAPIC);
-    auto pit = vm_.get_pit2();
     auto clock = vm_.get_clock();
-    for (const Error* e : {pic0 ? nullptr : &pic0.error(), pic1 ? nullptr : &pic1.error(),
-                           ioapic ? nullptr : &ioapic.error(), pit ? nullptr : &pit.error(),
-                           clock ? nullptr : &clock.error()})
-        if (e) return std::unexpected(*e);
-    s.pic_master = *pic0;
-    s.pic_slave = *pic1;
-    s.ioapic = *ioapic;
-    s.pit = *pit;
-    s.clock = *clock;
-    return s;
+    if (!clock) return std::unexpected(clock.error());
+    return VmState{*clock};
 }
 
 Result<void> Machine::restore_vm(const VmState& s) {
-    if (auto ok = vm_.set_irqchip(s.pic_master); !ok) return ok;
-    if (auto ok = vm_.set_irqchip(s.pic_slave); !ok) return ok;
-    if (auto ok = vm_.set_irqchip(s.ioapic); !ok) return ok;
-    if (auto ok = vm_.set_pit2(s.pit); !ok) return ok;
     // With KVM_CLOCK_REALTIME set (as the source's KVM_GET_CLOCK reported it), KVM
     // advances kvmclock by the realtime that passed since the source read it.
     kvm_clock_data c{};
@@ -123,43 +107,45 @@ Result<void> Machine::restore_vm(const VmState& s) {
     return vm_.set_clock(c);
 }
 
-void Machine::save_devices(StateWriter& w) const {
-    w.put_struct(serial_->state());
-    w.put_struct(rtc_->state());
-    // virtio: count, then per device its type, its own state and the transport +
-    // queue state (devices/virtio/mmio.hpp).
-    w.put(static_cast<uint32_t>(virtio_.size()));
-    for (const auto& v : virtio_) {
-        v->drain();
-        w.put(v->device().device_type());
-        v->device().save_state(w);
-        v->save(w);
-    }
+std::vector<SavedDevice*> Machine::saved_devices() const {
+    std::vector<SavedDevice*> out{serial_.get(), rtc_.get()};
+    for (const auto& c : chips_) out.push_back(c.get());
+    for (const auto& v : virtio_) out.push_back(v.get());
+    return out;
 }
 
-Result<void> Machine::restore_devices(StateReader& r) {
-    Serial::State st;
-    if (!r.get_struct(st) || st.thre_pending > 1) return fail(Domain::Migration, "serial device state is malformed");
-    Rtc::State rtc;
-    if (!r.get_struct(rtc) || rtc.index >= sizeof(rtc.cmos)) return fail(Domain::Migration, "RTC device state is malformed");
-    uint32_t n = 0;
-    if (!r.at_end() && !r.get(n)) return fail(Domain::Migration, "virtio device count is malformed");
-    if (n != virtio_.size())
-        return fail(Domain::Migration, fmt::format("the source has {} virtio device(s), this machine {} (give the same --disk and --net "
-                                                   "options, in the same order)",
-                                                   n, virtio_.size()));
-    for (auto& v : virtio_) {
-        uint32_t type = 0;
-        if (!r.get(type)) return fail(Domain::Migration, "virtio device state is malformed");
-        if (type != v->device().device_type())
-            return fail(Domain::Migration, fmt::format("{}: the source has a virtio device of type {} in this slot, this machine type {} "
-                                                       "(give the same --disk and --net options, in the same order)",
-                                                       v->id(), type, v->device().device_type()));
-        if (auto ok = v->device().restore_state(r); !ok) return ok;
-        if (auto ok = v->restore(r); !ok) return ok;
+Result<std::vector<DeviceRecord>> Machine::save_devices() const {
+    std::vector<DeviceRecord> recs;
+    for (const SavedDevice* d : saved_devices()) {
+        auto rec = save_record(*d);
+        if (!rec) return std::unexpected(rec.error());
+        recs.push_back(std::move(*rec));
     }
-    serial_->set_state(st);
-    rtc_->set_state(rtc);
+    return recs;
+}
+
+Result<void> Machine::restore_devices(const std::vector<DeviceRecord>& recs) {
+    auto devices = saved_devices();
+    auto find = [&](const std::string& id) -> SavedDevice* {
+        for (SavedDevice* d : devices)
+            if (d->state_id() == id) return d;
+        return nullptr;
+    };
+    constexpr const char* kSame = "start the destination with the same --disk and --net options, in the same order";
+    // Every record names one of this machine's devices, once; every device has one.
+    for (size_t i = 0; i < recs.size(); ++i) {
+        if (!find(recs[i].id))
+            return fail(Domain::Migration, fmt::format("the source has a {} '{}' that this machine lacks ({})",
+                                                       device_kind_name(recs[i].kind), recs[i].id, kSame));
+        for (size_t j = 0; j < i; ++j)
+            if (recs[j].id == recs[i].id) return fail(Domain::Migration, fmt::format("device state: two records for '{}'", recs[i].id));
+    }
+    for (SavedDevice* d : devices)
+        if (std::ranges::none_of(recs, [&](const DeviceRecord& r) { return r.id == d->state_id(); }))
+            return fail(Domain::Migration, fmt::format("the source sent no state for this machine's {} '{}' ({})",
+                                                       device_kind_name(static_cast<uint32_t>(d->state_kind())), d->state_id(), kSame));
+    for (const auto& rec : recs)
+        if (auto ok = load_record(*find(rec.id), rec); !ok) return ok;
     return {};
 }
 

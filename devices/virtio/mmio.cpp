@@ -145,17 +145,19 @@ void MmioTransport::signal_used() {
     if (irq_) irq_();
 }
 
-void MmioTransport::save(StateWriter& w) {
-    dev_->drain();
+Result<void> MmioTransport::save(StateWriter& w) const {
+    dev_->save_state(w);
     std::lock_guard lock(mu_);
     State s = s_;
     s.interrupt_status = isr_.load();
     w.put_struct(s);
     w.put(static_cast<uint32_t>(queues_.size()));
     for (const auto& q : queues_) w.put_struct(q.state());
+    return {};
 }
 
-Result<void> MmioTransport::restore(StateReader& r) {
+Result<void> MmioTransport::load(StateReader& r, uint32_t) {
+    if (auto ok = dev_->restore_state(r); !ok) return ok;  // checks only (disk size, MAC...)
     State s;
     uint32_t n = 0;
     if (!r.get_struct(s) || !r.get(n)) return fail(Domain::Migration, fmt::format("{}: virtio state is malformed", dev_->id()));
@@ -172,12 +174,14 @@ Result<void> MmioTransport::restore(StateReader& r) {
     std::vector<QueueState> qs(n);
     for (auto& q : qs)
         if (!r.get_struct(q)) return fail(Domain::Migration, fmt::format("{}: virtqueue state is malformed", dev_->id()));
+    for (uint32_t i = 0; i < n; ++i)
+        if (auto ok = queues_[i].check_restore(qs[i], mem_); !ok)
+            return fail(Domain::Migration, fmt::format("{}: queue {}: {}", dev_->id(), i, ok.error().message()));
     std::lock_guard lock(mu_);
     dev_->reset();
-    for (uint32_t i = 0; i < n; ++i) {
-        if (auto ok = queues_[i].restore(qs[i], mem_); !ok)
+    for (uint32_t i = 0; i < n; ++i)
+        if (auto ok = queues_[i].restore(qs[i], mem_); !ok)  // checked above: cannot fail
             return fail(Domain::Migration, fmt::format("{}: queue {}: {}", dev_->id(), i, ok.error().message()));
-    }
     s_ = s;
     isr_ = s.interrupt_status;
     if ((s_.status & kStatusDriverOk) && (s_.status & kStatusFeaturesOk)) activate_locked(true);

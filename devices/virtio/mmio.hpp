@@ -23,6 +23,7 @@
 
 #include "base/state_io.hpp"
 #include "devices/bus.hpp"
+#include "devices/device_state.hpp"
 #include "devices/virtio/device.hpp"
 
 namespace ferry::virtio {
@@ -36,7 +37,7 @@ inline constexpr uint64_t kRegQueueNotify = 0x050;
 inline constexpr uint32_t kStatusAcknowledge = 1, kStatusDriver = 2, kStatusDriverOk = 4, kStatusFeaturesOk = 8,
                           kStatusNeedsReset = 0x40, kStatusFailed = 0x80;
 
-class MmioTransport : public BusDevice {
+class MmioTransport : public BusDevice, public SavedDevice {
 public:
     using IrqFn = std::function<void()>;  // pulse the device's interrupt line
     MmioTransport(std::shared_ptr<VirtioDevice> dev, const GuestMemory& mem, IrqFn irq, DirtyFn dirty = {});
@@ -54,10 +55,16 @@ public:
         uint32_t config_generation = 0;
         uint64_t driver_features = 0;
     };
-    // Drains the device first (call with vCPUs paused).
-    void save(StateWriter& w);
-    Result<void> restore(StateReader& r);
-    // Completes all requests (vCPUs paused).
+    // Its record (version 1): the device's own state (VirtioDevice::save_state), then
+    // State and a u32 queue count, each queue's QueueState. Call save() drained (vCPUs
+    // paused, drain() done): it reads the registers and queues as they are. load()
+    // checks the device's state, the registers and every queue before it applies any.
+    std::string state_id() const override { return dev_->id(); }
+    DeviceKind state_kind() const override { return static_cast<DeviceKind>(0x100 + dev_->device_type()); }
+    uint32_t state_version() const override { return 1; }
+    Result<void> save(StateWriter& w) const override;
+    Result<void> load(StateReader& r, uint32_t version) override;
+    // Completes all requests and holds the device (vCPUs paused; VirtioDevice::drain).
     void drain() { dev_->drain(); }
     // Raises the interrupt again when the restored InterruptStatus says one is owed:
     // the source's last irqfd write may have reached its KVM after the state was saved.
@@ -78,7 +85,7 @@ private:
     const GuestMemory& mem_;
     IrqFn irq_;
     DirtyFn dirty_;
-    std::mutex mu_;  // guards s_ and queues_ (register side)
+    mutable std::mutex mu_;  // guards s_ and queues_ (register side)
     State s_;
     std::atomic<uint32_t> isr_{0};  // InterruptStatus (also set from the device thread)
     std::vector<Queue> queues_;

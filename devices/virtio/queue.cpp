@@ -52,9 +52,14 @@ Result<void> Queue::set_ready(const GuestMemory& mem, bool ready) {
     return {};
 }
 
-Result<void> Queue::restore(const QueueState& s, const GuestMemory& mem) {
+Result<void> Queue::check_restore(const QueueState& s, const GuestMemory& mem) const {
     if (auto ok = validate(s, max_size_, mem); !ok) return ok;
     if (!s.ready && (s.last_avail_idx || s.used_idx)) return fail(Domain::Device, "virtqueue: indices on a queue that is not ready");
+    return {};
+}
+
+Result<void> Queue::restore(const QueueState& s, const GuestMemory& mem) {
+    if (auto ok = check_restore(s, mem); !ok) return ok;
     s_ = s;
     return {};
 }

@@ -80,6 +80,8 @@ public:
     // Checks a state (from the driver or a migration stream) against guest RAM.
     static Result<void> validate(const QueueState& s, uint16_t max_size, const GuestMemory& mem);
     Result<void> restore(const QueueState& s, const GuestMemory& mem);
+    // What restore() checks, without applying it.
+    Result<void> check_restore(const QueueState& s, const GuestMemory& mem) const;
 
     // The next available chain, std::nullopt when none.
     Result<std::optional<Chain>> pop(const GuestMemory& mem);

@@ -3,8 +3,8 @@
 // device is a fake with two queues and a 16-byte configuration space; the fake serves
 // a notified queue by popping every chain and completing it with its writable length,
 // as a real device does, so the rings it reads live in the fake guest RAM
-// (fake_ram.hpp) and are as hostile as the accesses. After the accesses, save() and
-// restore() round-trip the transport's state into a second transport.
+// (fake_ram.hpp) and are as hostile as the accesses. After the accesses, save_record()
+// and load_record() round-trip the transport's record into a second transport.
 //
 // Each access is 16 bytes:
 //   u8  op:     bit 0: 0 read, 1 write; bits 1-2: size 1, 2, 4 or 8
@@ -107,12 +107,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             t.read(offset, std::span<uint8_t>(buf, len));
         }
     }
-    // The state a migration would carry must load into a fresh transport.
-    StateWriter w;
-    t.save(w);
+    // The record a migration would carry must load into a fresh transport.
+    auto rec = save_record(t);
+    if (!rec) __builtin_trap();
     MmioTransport again(std::make_shared<FakeDevice>(), mem, [] {});
-    StateReader r(w.bytes());
-    if (auto ok = again.restore(r); !ok) {
+    if (auto ok = load_record(again, *rec); !ok) {
         std::fprintf(stderr, "fuzz_mmio: a saved state does not restore: %s\n", ok.error().message().c_str());
         __builtin_trap();
     }

@@ -2,15 +2,14 @@
 // devices/rtc.*): whatever bytes a migration stream carries for them are decoded,
 // restored with set_state, and the devices are then driven by a hostile guest.
 //
-// The decode+validate step lives in Machine::restore_devices (vmm/machine_state.cpp),
-// which cannot be reached without a KVM VM: the harness does what it does, in the same
-// order, with the same StateReader calls and the same checks (thre_pending <= 1,
-// index < 128); a state those checks refuse is restored anyway (set_state must
-// withstand any field values), but the round trip below is then not checked.
+// The decode and the checks are the devices' own (Serial::load, Rtc::load: the state
+// beside each device, devices/device_state.hpp), the code a destination runs on each
+// record. A state they refuse is then set anyway with set_state (which must withstand
+// any field values), but the round trip below is not checked.
 //
 // Input layout (short inputs are zero-filled):
 //   u32 clock      the host clock the RTC reads, seconds since the epoch (1970-2106)
-//   the device state, as Machine::save_devices writes it:
+//   the two records' state bytes, as Serial::save and Rtc::save write them:
 //     u32 size (8),   Serial::State {ier, lcr, mcr, scr, dll, dlm, fcr, thre_pending}
 //     u32 size (144), Rtc::State {index, reserved[7], i64 offset_s, cmos[128]}
 //   the rest       guest port accesses, 2 bytes each:
@@ -21,8 +20,8 @@
 //
 // Checks beyond "no crash": the serial's interrupt line only ever changes level; after
 // a validated restore, state() gives back what was restored (the RTC's offset clamped)
-// and, after the accesses, the state saved passes the checks again and restores into
-// fresh devices unchanged.
+// and, after the accesses, each device's record (save_record) loads into fresh devices
+// (load_record) unchanged.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -42,10 +41,6 @@ using namespace ferry::fuzz;
 namespace {
 
 constexpr size_t kStateBytes = 4 + sizeof(Serial::State) + 4 + sizeof(Rtc::State);
-
-// Machine::restore_devices' checks on the two states (vmm/machine_state.cpp).
-bool serial_valid(const Serial::State& s) { return s.thre_pending <= 1; }
-bool rtc_valid(const Rtc::State& s) { return s.index < sizeof(s.cmos); }
 
 bool same(const Serial::State& a, const Serial::State& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
 bool same(const Rtc::State& a, const Rtc::State& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
@@ -74,18 +69,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const int64_t clock = in.take<uint32_t>();
     auto state_bytes = in.take_bytes(kStateBytes);
 
-    // What Machine::restore_devices does with the stream's bytes.
-    StateReader r(state_bytes);
+    // Each record's bytes, decoded and checked by the device itself.
+    const size_t serial_bytes = std::min(state_bytes.size(), 4 + sizeof(Serial::State));
+    StateReader raw(state_bytes);
     Serial::State st;
     Rtc::State rtc;
-    if (!r.get_struct(st) || !r.get_struct(rtc)) return 0;  // refused before anything is restored
-    const bool valid = serial_valid(st) && rtc_valid(rtc);
+    if (!raw.get_struct(st) || !raw.get_struct(rtc)) return 0;  // refused before anything is restored
 
     Line line;
     Serial serial(null_fd(), line.fn());
     Rtc clock_rtc(256ull << 20, 0, 1, [clock] { return clock; });
-    serial.set_state(st);
-    clock_rtc.set_state(rtc);
+    StateReader rs(state_bytes.first(serial_bytes));
+    StateReader rr(state_bytes.subspan(serial_bytes));
+    const bool serial_ok = serial.load(rs, 1).has_value() && rs.at_end();
+    const bool rtc_ok = clock_rtc.load(rr, 1).has_value() && rr.at_end();
+    const bool valid = serial_ok && rtc_ok;
+    if (!serial_ok) serial.set_state(st);  // refused: set anyway, set_state must cope
+    if (!rtc_ok) clock_rtc.set_state(rtc);
     if (valid) {
         Rtc::State want = rtc;
         want.offset_s = std::clamp(want.offset_s, -Rtc::kMaxOffsetS, Rtc::kMaxOffsetS);
@@ -104,22 +104,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         else dev.read(offset, std::span<uint8_t>(buf, len));
     }
 
-    // The state a migration would carry now: it must pass the checks and restore as is.
+    // The records a migration would carry now: they must load into fresh devices as is.
     if (valid) {
-        StateWriter w;
-        w.put_struct(serial.state());
-        w.put_struct(clock_rtc.state());
-        StateReader again(w.bytes());
-        Serial::State st2;
-        Rtc::State rtc2;
-        if (!again.get_struct(st2) || !again.get_struct(rtc2) || !again.at_end()) __builtin_trap();
-        if (!serial_valid(st2) || !rtc_valid(rtc2)) __builtin_trap();
+        auto srec = save_record(serial);
+        auto rrec = save_record(clock_rtc);
+        if (!srec || !rrec) __builtin_trap();
         Line line2;
         Serial serial2(null_fd(), line2.fn());
         Rtc rtc_again(256ull << 20, 0, 1, [clock] { return clock; });
-        serial2.set_state(st2);
-        rtc_again.set_state(rtc2);
-        if (!same(serial2.state(), st2) || !same(rtc_again.state(), rtc2)) __builtin_trap();
+        if (!load_record(serial2, *srec) || !load_record(rtc_again, *rrec)) __builtin_trap();
+        if (!same(serial2.state(), serial.state()) || !same(rtc_again.state(), clock_rtc.state())) __builtin_trap();
         if (line2.level != line.level) __builtin_trap();  // the restored line is where it was
     }
     return 0;

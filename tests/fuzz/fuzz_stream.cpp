@@ -17,10 +17,11 @@
 //   Discard, PageRequest  decode_page_runs against the fake RAM; HeaderAck: decode_caps
 //   VcpuState    u64 saved-at + VcpuState::load; VmState: VmState::load (both must
 //                re-encode to what they read)
-//   DeviceState  the per-device part of Machine::restore_devices (which needs a
-//                Machine): u32 type, VirtioDevice::restore_state, MmioTransport::
-//                restore, on a virtio-blk over a scratch image (skipped without
-//                io_uring); a restored live queue is served once (drain)
+//   DeviceState  get_record (devices/device_state.hpp), then load_record, as
+//                Machine::restore_devices does once the id matched a device, into
+//                the device of the record's kind: an 8250, an RTC, or a virtio-blk's
+//                transport over a scratch image (skipped without io_uring), whose
+//                restored live queue is then served once (drain)
 //   Error        the reason string
 // It must never crash, hang, leak, or write outside guest RAM.
 #include <sys/socket.h>
@@ -36,6 +37,9 @@
 #include <vector>
 
 #include "base/state_io.hpp"
+#include "devices/device_state.hpp"
+#include "devices/rtc.hpp"
+#include "devices/serial.hpp"
 #include "devices/virtio/blk.hpp"
 #include "devices/virtio/mmio.hpp"
 #include "migration/stream.hpp"
@@ -137,13 +141,26 @@ void on_vm_state(std::span<const uint8_t> payload) {
 }
 
 void on_device_state(std::span<const uint8_t> payload) {
+    StateReader r(payload);
+    auto rec = get_record(r);
+    if (!rec || !r.at_end()) return;
+    switch (static_cast<DeviceKind>(rec->kind)) {
+        case DeviceKind::Serial8250: {
+            Serial s(-1, {});
+            (void)load_record(s, *rec);
+            return;
+        }
+        case DeviceKind::Rtc: {
+            Rtc rtc(64 << 20, 0, 1, [] { return int64_t{1700000000}; });
+            (void)load_record(rtc, *rec);
+            return;
+        }
+        default: break;
+    }
     Disk* d = disk();
     if (!d) return;
-    StateReader r(payload);
     virtio::VirtioDevice& dev = d->transport->device();
-    uint32_t type = 0;
-    if (!r.get(type) || type != dev.device_type() || !dev.restore_state(r)) return;
-    if (d->transport->restore(r)) dev.drain();  // a restored live queue is served once (the machine's start kicks it)
+    if (load_record(*d->transport, *rec)) dev.drain();  // a restored live queue is served once (the machine's start kicks it)
     dev.reset();  // stop serving guest RAM that the next input rewrites
 }
 

@@ -115,7 +115,7 @@ void must(const Result<void>& r) {
     if (!r) throw std::runtime_error(r.error().message());
 }
 
-// The device state of one virtio-blk with a live queue, or nothing without io_uring.
+// The device-state record of one virtio-blk with a live queue, or nothing without io_uring.
 Bytes device_state() {
     char path[] = "/tmp/ferry-fuzz-seed-XXXXXX";
     int fd = ::mkstemp(path);
@@ -137,11 +137,26 @@ Bytes device_state() {
     reg(0x0a0, kUsed);
     reg(0x044, 1);
     reg(0x070, 1 | 2 | 8 | 4);
+    auto rec = save_record(t);
+    if (!rec) return {};
     StateWriter w;
-    w.put(t.device().device_type());
-    t.device().save_state(w);
-    t.save(w);
+    put_record(w, *rec);
     return w.take();
+}
+
+// The 8250's and the RTC's records, each a device-state section's payload.
+std::vector<Bytes> platform_records() {
+    Serial s(-1, {});
+    Rtc rtc(64 << 20, 0, 1, [] { return int64_t{1700000000}; });
+    std::vector<Bytes> out;
+    for (const SavedDevice* d : {static_cast<const SavedDevice*>(&s), static_cast<const SavedDevice*>(&rtc)}) {
+        auto rec = save_record(*d);
+        if (!rec) continue;
+        StateWriter w;
+        put_record(w, *rec);
+        out.push_back(w.take());
+    }
+    return out;
 }
 
 void stream_seeds() {
@@ -164,9 +179,6 @@ void stream_seeds() {
     vw.put(uint64_t{1});  // saved at (realtime ns)
     vcpu.save(vw);
     VmState vm;
-    vm.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
-    vm.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
-    vm.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
     StateWriter mw;
     vm.save(mw);
     Bytes dev = device_state();
@@ -177,7 +189,9 @@ void stream_seeds() {
         must(send_section(ch, SectionKind::Sync, 1, empty));
         must(send_section(ch, SectionKind::VcpuState, 0, vw.bytes()));
         must(send_section(ch, SectionKind::VmState, 0, mw.bytes()));
-        if (!dev.empty()) must(send_section(ch, SectionKind::DeviceState, 0, dev));
+        uint32_t instance = 0;
+        for (const Bytes& rec : platform_records()) must(send_section(ch, SectionKind::DeviceState, instance++, rec));
+        if (!dev.empty()) must(send_section(ch, SectionKind::DeviceState, instance, dev));
         must(send_section(ch, SectionKind::StateEnd, 0, empty));
         must(send_section(ch, SectionKind::Go, 0, empty));
     });

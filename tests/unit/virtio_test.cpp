@@ -406,20 +406,34 @@ TEST_CASE("virtio-blk: a read-only disk refuses writes", "[virtio]") {
 TEST_CASE("virtio-mmio: state saved and restored through the validator", "[virtio]") {
     BlkRig r;
     r.request(kBlkTIn, 0, 512);
-    StateWriter w;
-    r.t->save(w);
+    auto rec = save_record(*r.t);
+    REQUIRE(rec);
+    CHECK(rec->id == r.t->state_id());
+    CHECK(rec->kind == static_cast<uint32_t>(DeviceKind::VirtioBlk));
     BlkRig dst;
-    StateReader rd(w.bytes());
-    REQUIRE(dst.t->restore(rd));
+    REQUIRE(load_record(*dst.t, *rec));
     CHECK(reg(*dst.t, 0x070) == (1 | 2 | 4 | 8));
-    // A corrupted queue address is refused.
-    auto bytes = w.bytes();
+    // A corrupted queue address is refused, and nothing of the record is applied.
+    auto bad_rec = *rec;
     uint64_t bad = kRam + 0x1000;
-    // Layout: u32 len + State (32 bytes), u32 count, u32 len + QueueState (desc at +8).
-    std::memcpy(&bytes[4 + sizeof(MmioTransport::State) + 4 + 4 + 8], &bad, 8);
-    StateReader rd2(bytes);
+    // Layout: u32 len + Blk::State, u32 len + MmioTransport::State, u32 count, u32 len +
+    // QueueState (desc at +8).
+    std::memcpy(&bad_rec.state[4 + sizeof(Blk::State) + 4 + sizeof(MmioTransport::State) + 4 + 4 + 8], &bad, 8);
     BlkRig dst2;
-    CHECK_FALSE(dst2.t->restore(rd2));
+    dst2.request(kBlkTIn, 0, 512);
+    auto refused = load_record(*dst2.t, bad_rec);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message().find("queue 0") != std::string::npos);
+    CHECK(dst2.request(kBlkTIn, 0, 512) == kBlkSOk);  // its device and queues are as they were
+    // Trailing bytes, and a newer version than this build reads, are refused.
+    auto longer = *rec;
+    longer.state.push_back(0);
+    CHECK_FALSE(load_record(*dst2.t, longer));
+    auto newer = *rec;
+    newer.version = dst2.t->state_version() + 1;
+    auto too_new = load_record(*dst2.t, newer);
+    REQUIRE_FALSE(too_new);
+    CHECK(too_new.error().message().find("version") != std::string::npos);
 }
 
 TEST_CASE("--disk specs", "[virtio]") {
