@@ -131,7 +131,7 @@ void on_sigsys(int, siginfo_t* info, void*) {
     put(t_kind);
     put(" thread made system call ");
     n += put_number(msg + n, info->si_syscall);
-    put(", which its filter forbids; ending ferry (docs/security.md; --seccomp log lets it through and logs it)\n");
+    put(", which its filter forbids; ending ferry (docs/security.md; the seccomp mode log lets it through and logs it)\n");
     (void)::write(STDERR_FILENO, msg, n);
     // A forbidden call made again while SIGSYS is blocked (it is, inside this
     // handler) makes the kernel deliver SIGSYS with its default action: the process

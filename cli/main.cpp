@@ -8,6 +8,7 @@
 
 #include "base/file.hpp"
 #include "base/log.hpp"
+#include "cli/messages.hpp"
 #include "cli/commands.hpp"
 
 namespace {

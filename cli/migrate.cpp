@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/size.hpp"
+#include "cli/messages.hpp"
 #include "cli/commands.hpp"
 #include "monitor/client.hpp"
 

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "cli/messages.hpp"
 #include "cli/commands.hpp"
 #include "monitor/client.hpp"
 #include "monitor/qmp_protocol.hpp"
@@ -37,16 +38,16 @@ int cmd_qmp(const QmpArgs& a) {
     auto timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
     auto client = QmpClient::connect(a.socket);
     if (!client) {
-        errorln(client.error().message());
+        errorln(user_message(client.error()));
         return kExitUsage;
     }
     if (auto greeting = client->handshake(timeout); !greeting) {
-        errorln(greeting.error().message());
+        errorln(user_message(greeting.error()));
         return kExitError;
     }
     auto reply = client->execute(a.command, args, timeout);
     if (!reply) {
-        errorln(reply.error().message());
+        errorln(user_message(reply.error()));
         return kExitError;
     }
     if (auto err = reply->find("error"); err != reply->end()) {

@@ -14,6 +14,7 @@
 #include "base/fd.hpp"
 #include "base/privileges.hpp"
 #include "base/seccomp.hpp"
+#include "cli/messages.hpp"
 #include "cli/commands.hpp"
 #include "monitor/machine_commands.hpp"
 #include "monitor/migration_commands.hpp"
@@ -40,7 +41,7 @@ void errorln(const std::string& msg) { fmt::print(stderr, "ferry: {}\n", msg); }
 int cmd_run(const RunArgs& args, bool /*memory_report*/) {
     auto plan = plan_run(args);
     if (!plan) {
-        errorln(plan.error().message());
+        errorln(user_message(plan.error()));
         return kExitUsage;
     }
     Fd serial_file(-1);
@@ -74,7 +75,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
 
     auto loop = EventLoop::create();
     if (!loop) {
-        errorln(loop.error().message());
+        errorln(user_message(loop.error()));
         return kExitError;
     }
     // The QMP socket comes first, so that a live one elsewhere fails fast; the loop
@@ -84,7 +85,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
     if (plan->qmp) {
         auto server = QmpServer::listen(*loop, *plan->qmp, qmp_commands);
         if (!server) {
-            errorln(server.error().message());
+            errorln(user_message(server.error()));
             return kExitError;
         }
         qmp = std::move(*server);
@@ -97,7 +98,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         bool in = plan->incoming.has_value();
         auto creds = plan->tls_creds ? TlsCredentials::load_x509(*plan->tls_creds, in, !in) : TlsCredentials::load_psk(*plan->tls_psk);
         if (!creds) {
-            errorln(creds.error().message());
+            errorln(user_message(creds.error()));
             return kExitUsage;
         }
         tls_creds = std::move(*creds);
@@ -110,7 +111,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
     seccomp::set_mode(plan->seccomp);
     auto machine = Machine::create(plan->machine);
     if (!machine) {
-        errorln(machine.error().message());
+        errorln(user_message(machine.error()));
         return kExitError;
     }
     if (auto dropped = privileges::drop_this_thread(); !dropped) {
@@ -134,7 +135,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
                                                              return migration_ptr ? migration_ptr->owner() : std::nullopt;
                                                          }});
         if (!added) {
-            errorln(added.error().message());
+            errorln(user_message(added.error()));
             return kExitError;
         }
     }
@@ -148,14 +149,14 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         loop->stop();
     });
     if (!migration) {
-        errorln(migration.error().message());
+        errorln(user_message(migration.error()));
         return kExitError;
     }
     migration_ptr = migration->get();
     if (tls_creds) (*migration)->set_tls_credentials(std::move(tls_creds), plan->tls_authz);
     if (qmp) {
         if (auto added = add_migration_commands(qmp_commands, **migration); !added) {
-            errorln(added.error().message());
+            errorln(user_message(added.error()));
             return kExitError;
         }
     }
@@ -201,7 +202,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         loop->stop();
     });
     if (!ok) {
-        errorln(ok.error().message());
+        errorln(user_message(ok.error()));
         return kExitError;
     }
     if (plan->incoming) {
@@ -210,7 +211,7 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
         if (*plan->incoming != "defer") {
             auto port = (*migration)->start_incoming(*plan->incoming);
             if (!port) {
-                errorln(port.error().message());
+                errorln(user_message(port.error()));
                 return kExitError;
             }
             auto addr = parse_tcp_address(*plan->incoming);
@@ -220,15 +221,15 @@ int cmd_run(const RunArgs& args, bool /*memory_report*/) {
             return kExitUsage;
         }
     } else if (auto started = (*machine)->start(); !started) {
-        errorln(started.error().message());
+        errorln(user_message(started.error()));
         return kExitError;
     }
     if (auto confined = seccomp::confine_this_thread(seccomp::ThreadKind::Main); !confined) {
-        errorln(confined.error().message());
+        errorln(user_message(confined.error()));
         return kExitError;
     }
     if (auto ran = loop->run(); !ran) {
-        errorln(ran.error().message());
+        errorln(user_message(ran.error()));
         exit_status = kExitError;
     }
     migration->reset();  // cancels a migration still running, before the vCPUs go

@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "base/size.hpp"
+#include "cli/specs.hpp"
 
 namespace ferry {
 
@@ -319,12 +320,12 @@ Result<RunPlan> plan_run(const RunArgs& a) {
     p.serial = *serial;
     p.qmp = a.qmp;
     for (const auto& d : a.disks) {
-        auto spec = virtio::parse_disk_spec(d);
+        auto spec = parse_disk_spec(d);
         if (!spec) return std::unexpected(spec.error());
         m.disks.push_back(*spec);
     }
     for (size_t i = 0; i < a.nets.size(); ++i) {
-        auto spec = virtio::parse_net_spec(a.nets[i]);
+        auto spec = parse_net_spec(a.nets[i]);
         if (!spec) return std::unexpected(spec.error());
         if (!spec->mac_given) spec->mac = {0x52, 0x54, 0x00, 0x12, 0x34, static_cast<uint8_t>(0x56 + i)};  // QEMU's default
         m.nets.push_back(*spec);

@@ -84,7 +84,7 @@ Result<MmapRegion> MmapRegion::create(Backend backend, uint64_t size, const std:
             return fail(Domain::Memory, "not enough free 2 MiB huge pages for " + format_size(size) +
                                             " of guest RAM (reserve them in /proc/sys/vm/nr_hugepages)");
         if (e == ENOMEM)
-            return fail(Domain::Memory, "the host cannot provide " + format_size(size) + " of guest RAM (--mem too large?)", e);
+            return fail(Domain::Memory, "the host cannot provide " + format_size(size) + " of guest RAM (too large a guest RAM size?)", e);
         return fail(Domain::Memory, "mapping " + format_size(size) + " of guest RAM (" + backend_name(backend) + ")", e);
     }
     return MmapRegion(static_cast<uint8_t*>(p), size, true, backend, std::move(fd), kGuardSize);

@@ -92,21 +92,6 @@ Result<NumaPolicy> make_numa_policy(NumaMode mode, std::vector<unsigned> nodes) 
     return NumaPolicy{mode, std::move(nodes)};
 }
 
-Result<NumaPolicy> parse_numa_node(const std::string& spec) {
-    auto colon = spec.find(':');
-    std::string nodes_text = spec.substr(0, colon);
-    std::string mode_text = colon == std::string::npos ? "bind" : spec.substr(colon + 1);
-    auto mode = parse_numa_mode(mode_text);
-    if (!mode || *mode == NumaMode::Default)
-        return fail(Domain::Config, fmt::format("--numa-node: policy must be bind, preferred or interleave, not '{}'", mode_text));
-    auto nodes = parse_node_list(nodes_text);
-    if (!nodes)
-        return fail(Domain::Config, fmt::format("--numa-node: '{}' is not a host node list (e.g. 0, 0,1 or 0-3)", nodes_text));
-    auto p = make_numa_policy(*mode, std::move(*nodes));
-    if (!p) return fail(Domain::Config, "--numa-node: " + p.error().message());
-    return p;
-}
-
 std::vector<unsigned> host_memory_nodes() {
     for (const char* path : {"/sys/devices/system/node/has_memory", "/sys/devices/system/node/online"}) {
         if (auto line = read_line(path)) {

@@ -34,9 +34,6 @@ std::string to_string(const NumaPolicy& p);
 
 // A node list as sysfs and numactl write it: "0", "0,2", "0-3,7".
 std::optional<std::vector<unsigned>> parse_node_list(const std::string& s);
-// The --numa-node grammar: NODES[:bind|preferred|interleave], NODES as above; the
-// mode defaults to bind. Preferred takes exactly one node.
-Result<NumaPolicy> parse_numa_node(const std::string& spec);
 // Builds and checks a policy from parts (TOML zones): mode name and node list.
 Result<NumaPolicy> make_numa_policy(NumaMode mode, std::vector<unsigned> nodes);
 

@@ -46,11 +46,11 @@ Result<void> apply_thp(const MmapRegion& region, bool on) {
 Result<void> apply_ksm(const MmapRegion& region, bool on) {
     if (!on) return {};
     if (region.backend() != Backend::Anonymous)
-        return fail(Domain::Memory, fmt::format("KSM merges only private anonymous memory: --ksm on needs --memory-backend anon, not {}",
-                                                backend_name(region.backend())));
+        return fail_config(ConfigItem::Ksm, fmt::format("on: KSM merges only private anonymous memory (the anon memory backend), not {}",
+                                                        backend_name(region.backend())));
     if (::madvise(region.addr(), region.size(), MADV_MERGEABLE) != 0) {
         int e = errno;
-        if (e == EINVAL) return fail(Domain::Memory, "--ksm on: this kernel has no KSM (madvise MADV_MERGEABLE refused)", e);
+        if (e == EINVAL) return fail_config(ConfigItem::Ksm, "on: this kernel has no KSM (madvise MADV_MERGEABLE refused)", e);
         return fail(Domain::Memory, "madvise(MADV_MERGEABLE) on guest RAM", e);
     }
     return {};
@@ -89,20 +89,20 @@ std::vector<std::string> host_policy_warnings(const RegionPolicy& p, Backend bac
     if (p.ksm) {
         auto run = ksm_run_state();
         if (!run)
-            out.push_back("--ksm on, but this kernel has no KSM (/sys/kernel/mm/ksm is missing): nothing will be merged");
+            out.push_back("KSM is on, but this kernel has no KSM (/sys/kernel/mm/ksm is missing): nothing will be merged");
         else if (*run != 1)
-            out.push_back(fmt::format("--ksm on, but ksmd is not running (/sys/kernel/mm/ksm/run is {}): guest RAM is "
+            out.push_back(fmt::format("KSM is on, but ksmd is not running (/sys/kernel/mm/ksm/run is {}): guest RAM is "
                                       "mergeable, nothing is merged until the host enables KSM",
                                       *run));
     }
     if (p.thp && backend == Backend::Anonymous) {
         if (auto mode = thp_host_mode(); mode && *mode == "never")
-            out.push_back("--thp on, but the host's THP mode is 'never' (/sys/kernel/mm/transparent_hugepage/enabled): "
+            out.push_back("THP is on, but the host's THP mode is 'never' (/sys/kernel/mm/transparent_hugepage/enabled): "
                           "guest RAM gets 4 KiB pages");
     }
     if (p.thp && backend == Backend::Memfd) {
         if (auto mode = thp_shmem_host_mode(); mode && (*mode == "never" || *mode == "deny"))
-            out.push_back(fmt::format("--thp on with the memfd backend, but shmem THP is '{}' "
+            out.push_back(fmt::format("THP is on with the memfd backend, but shmem THP is '{}' "
                                       "(/sys/kernel/mm/transparent_hugepage/shmem_enabled): guest RAM gets 4 KiB pages",
                                       *mode));
     }

@@ -1,7 +1,7 @@
 // What the host actually gave guest RAM, per region: figures read back from the
 // kernel, next to the settings that were requested. Used by `ferry run
 // --memory-report` (text lines, format_report) and the QMP command
-// `ferry-query-memory` (to_json). docs/memory.md explains each figure.
+// `ferry-query-memory` (monitor/memory_json.hpp). docs/memory.md explains each figure.
 //
 //   figure              source
 //   rss_bytes           /proc/self/smaps Rss (+ Shared_Hugetlb + Private_Hugetlb)
@@ -19,7 +19,6 @@
 
 #include <cstdint>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,8 +84,6 @@ struct SmapsTotals {
 };
 SmapsTotals sum_smaps(std::string_view smaps, uint64_t lo, uint64_t hi);
 
-// For `ferry-query-memory` (QMP naming: lower case, hyphens). Shape in docs/memory.md.
-nlohmann::json to_json(const MemoryReport& r);
 // One "ferry: memory: ..." line for the host, then one per region (key=value, bytes).
 std::vector<std::string> format_report(const MemoryReport& r);
 

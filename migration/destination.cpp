@@ -212,13 +212,13 @@ Result<void> MigrationDestination::accept_header(const StreamHeader& header) {
         return fail(Domain::Migration, "refusing the incoming guest: " + why);
     if (auto missing = missing_cpu_features(CpuidTable(theirs->cpuid), m_.guest_cpuid()); !missing.empty())
         return fail(Domain::Migration, fmt::format("refusing the incoming guest: it uses CPU features that this ferry's "
-                                                   "--cpu {} does not offer: {}",
+                                                   "CPU model {} does not offer: {}",
                                                    m_.config().cpu_model.text(), fmt::join(missing, ", ")));
     uint32_t accepted = 0;
     if (theirs->caps & kCapPostcopy) {
         // Refused here, before any page is sent, so the source simply goes on.
         if (m_.config().prealloc)
-            return fail(Domain::Migration, "refusing postcopy: this destination was started with --prealloc, which would "
+            return fail(Domain::Migration, "refusing postcopy: this destination preallocated its RAM, which would "
                                            "defeat the missing-page faults postcopy relies on");
         bool huge = m_.config().backend == Backend::Hugetlbfs;
         if (huge && !(theirs->caps & kCapHugePages))

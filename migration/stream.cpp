@@ -204,13 +204,13 @@ std::string header_mismatch(const StreamHeader& ours, const StreamHeader& theirs
         return fmt::format("stream format version {} (this ferry speaks {})", theirs.version, ours.version);
     if (theirs.page_size != ours.page_size) return fmt::format("page size {} (this ferry uses {})", theirs.page_size, ours.page_size);
     if (theirs.cpus != ours.cpus) return fmt::format("the source guest has {} vCPUs, this one {}", theirs.cpus, ours.cpus);
-    if (theirs.ram.size() != ours.ram.size()) return "the RAM layouts differ (check --mem on both sides)";
+    if (theirs.ram.size() != ours.ram.size()) return "the RAM layouts differ (check the guest RAM size on both sides)";
     for (size_t i = 0; i < ours.ram.size(); ++i) {
         if (theirs.ram[i].start != ours.ram[i].start || theirs.ram[i].size != ours.ram[i].size) {
             uint64_t a = 0, b = 0;
             for (const auto& r : theirs.ram) a += r.size;
             for (const auto& r : ours.ram) b += r.size;
-            return fmt::format("the source guest has {} bytes of RAM, this one {} (check --mem on both sides)", a, b);
+            return fmt::format("the source guest has {} bytes of RAM, this one {} (check the guest RAM size on both sides)", a, b);
         }
     }
     if (theirs.tsc_khz && ours.tsc_khz && theirs.tsc_khz != ours.tsc_khz)

@@ -106,7 +106,7 @@ Result<std::shared_ptr<const TlsCredentials>> TlsCredentials::load_x509(const st
     std::shared_ptr<TlsCredentials> c(new TlsCredentials());
     c->origin_ = "x509 " + dir;
     if (!readable_file(dir + "/ca-cert.pem"))
-        return fail(Domain::Config, fmt::format("--tls-creds {}: no ca-cert.pem there (QEMU's layout: ca-cert.pem, "
+        return fail_config(ConfigItem::TlsCreds, fmt::format("{}: no ca-cert.pem there (QEMU's layout: ca-cert.pem, "
                                                 "server-cert.pem, server-key.pem, client-cert.pem, client-key.pem)", dir));
     for (bool server : {true, false}) {
         const std::string role = server ? "server" : "client";
@@ -114,7 +114,7 @@ Result<std::shared_ptr<const TlsCredentials>> TlsCredentials::load_x509(const st
         bool needed = server ? need_server : need_client;
         if (!present && !needed) continue;
         auto ctx = x509_ctx(dir, server);
-        if (!ctx) return fail(Domain::Config, fmt::format("--tls-creds {}: {}", dir, ctx.error().message()));
+        if (!ctx) return fail_config(ConfigItem::TlsCreds, fmt::format("{}: {}", dir, ctx.error().message()));
         (server ? c->server_ : c->client_) = *ctx;
     }
     return std::shared_ptr<const TlsCredentials>(std::move(c));
@@ -124,18 +124,18 @@ Result<std::shared_ptr<const TlsCredentials>> TlsCredentials::load_psk(const std
     std::shared_ptr<TlsCredentials> c(new TlsCredentials());
     c->origin_ = "psk " + file;
     std::ifstream in(file);
-    if (!in) return fail_errno(Domain::Config, "--tls-psk " + file);
+    if (!in) return fail_config(ConfigItem::TlsPsk, file, errno);
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
         if (line.empty() || line[0] == '#') continue;
         auto colon = line.find(':');
         auto key = colon == std::string::npos ? std::nullopt : parse_hex(line.substr(colon + 1));
         if (colon == 0 || !key || key->size() < 16 || key->size() > PSK_MAX_PSK_LEN || colon > 128)
-            return fail(Domain::Config, fmt::format("--tls-psk {}:{}: expected IDENTITY:HEXKEY, a key of 16 to {} bytes "
+            return fail_config(ConfigItem::TlsPsk, fmt::format("{}:{}: expected IDENTITY:HEXKEY, a key of 16 to {} bytes "
                                                     "(e.g. `echo ferry:$(openssl rand -hex 32)`)", file, n, PSK_MAX_PSK_LEN));
         c->keys_.push_back({line.substr(0, colon), std::move(*key)});
     }
-    if (c->keys_.empty()) return fail(Domain::Config, fmt::format("--tls-psk {}: no IDENTITY:HEXKEY line", file));
+    if (c->keys_.empty()) return fail_config(ConfigItem::TlsPsk, fmt::format("{}: no IDENTITY:HEXKEY line", file));
     c->server_ = new_ctx(true);
     c->client_ = new_ctx(false);
     if (!c->server_ || !c->client_) return std::unexpected(tls_error("SSL_CTX_new"));

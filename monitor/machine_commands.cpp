@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "memory/report.hpp"
+#include "monitor/memory_json.hpp"
 
 namespace ferry {
 

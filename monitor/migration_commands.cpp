@@ -194,8 +194,8 @@ Result<void> add_migration_commands(CommandTable& table, MigrationControl& contr
                            if (args.contains("tls-creds")) {
                                auto id = args.at("tls-creds").get<std::string>();
                                if (!c->tls_creds_known(id))
-                                   return qmp_error(fmt::format("No TLS credentials with id '{}' (ferry run --tls-creds DIR or "
-                                                                "--tls-psk FILE loads them as '{}')", id, MigrationControl::kTlsCredsId));
+                                   return qmp_error(fmt::format("No TLS credentials with id '{}' (the credentials ferry was started "
+                                                                "with have the id '{}')", id, MigrationControl::kTlsCredsId));
                                if (c->outgoing_active() || c->incoming_pending())
                                    return qmp_error("tls-creds cannot change while a migration is in progress or awaited");
                                p.tls_creds = id;

@@ -104,29 +104,6 @@ std::vector<std::string> cpu_feature_names() {
     return out;
 }
 
-Result<CpuModel> parse_cpu_model(const std::string& spec) {
-    std::stringstream ss(spec);
-    std::string item;
-    CpuModel m;
-    bool first = true;
-    while (std::getline(ss, item, ',')) {
-        if (first) {
-            first = false;
-            if (item == "host") m.kind = CpuModelKind::Host;
-            else if (item == "baseline") m.kind = CpuModelKind::Baseline;
-            else return fail(Domain::Config, fmt::format("--cpu: unknown model '{}' (host or baseline)", item));
-            continue;
-        }
-        if (item.size() < 2 || item[0] != '-')
-            return fail(Domain::Config, fmt::format("--cpu: '{}' is not -FEATURE (features can only be hidden)", item));
-        if (!find_feature(item.substr(1)))
-            return fail(Domain::Config, fmt::format("--cpu: unknown feature '{}'", item.substr(1)));
-        m.disabled.push_back(item.substr(1));
-    }
-    if (first) return fail(Domain::Config, "--cpu: empty model");
-    return m;
-}
-
 void apply_cpu_model(CpuidTable& table, const CpuModel& model) {
     if (model.kind == CpuModelKind::Baseline) {
         for (const auto& w : kWords) {

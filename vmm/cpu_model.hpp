@@ -27,9 +27,7 @@ struct CpuModel {
     std::string text() const;
 };
 
-// "host", "baseline", "host,-avx512f,-aes"; unknown models or features are errors.
-Result<CpuModel> parse_cpu_model(const std::string& spec);
-// Names accepted after '-'.
+// The features a model can hide, by name (cli/specs.hpp parses "host,-aes").
 std::vector<std::string> cpu_feature_names();
 
 // Masks `table` (KVM's supported CPUID, before per-vCPU topology) to the model.

@@ -52,13 +52,15 @@ Result<GuestMemory> Machine::create_guest_memory(const MachineConfig& cfg) {
     uint64_t zones_total = 0;
     for (uint64_t z : zone_sizes) zones_total += z;
     if (zones_total != cfg.mem_size)
-        return fail(Domain::Config, fmt::format("the memory zones add up to {}, not --mem {}", format_size(zones_total), format_size(cfg.mem_size)));
+        return fail_config(ConfigItem::Mem, fmt::format("{}: the memory zones add up to {}", format_size(cfg.mem_size), format_size(zones_total)));
     for (uint32_t z = 0; z < zone_sizes.size(); ++z) {
         if (auto ok = check_numa_nodes(zone_policy(cfg, z).numa); !ok) return std::unexpected(ok.error());
     }
     auto mem = GuestMemory::create(zone_sizes, cfg.backend);
     if (!mem) return std::unexpected(mem.error());
     auto where = [](const MemoryRegion& r, const Error& e) {
+        if (e.item != ConfigItem::None)  // the item's name leads: the region goes last
+            return std::unexpected(Error{e.domain, e.err, fmt::format("{} (guest RAM at {:#x}, {})", e.context, r.start.raw(), format_size(r.size())), e.item});
         return fail(e.domain, fmt::format("guest RAM at {:#x} ({}): {}", r.start.raw(), format_size(r.size()), e.context), e.err);
     };
     for (const auto& r : mem->regions()) {
@@ -126,7 +128,7 @@ Machine::~Machine() {
 }
 
 Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
-    if (cfg.cpus == 0 || cfg.cpus > kMaxCpus) return fail(Domain::Config, fmt::format("--cpus must be 1..{}", kMaxCpus));
+    if (cfg.cpus == 0 || cfg.cpus > kMaxCpus) return fail_config(ConfigItem::Cpus, fmt::format("must be 1..{}", kMaxCpus));
     auto kvm = KvmSystem::open();
     if (!kvm) return std::unexpected(kvm.error());
     auto vm = Vm::create(*kvm);
@@ -152,7 +154,7 @@ Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
             uint32_t bits = leaf->eax & 0xff;
             uint64_t top = ram_layout(cfg.mem_size).back().start.raw() + ram_layout(cfg.mem_size).back().size;
             if (bits >= 32 && bits < 64 && top > (1ull << bits))
-                return fail(Domain::Config, fmt::format("--mem {}: that much guest RAM does not fit this host's {}-bit guest-physical address space",
+                return fail_config(ConfigItem::Mem, fmt::format("{}: that much guest RAM does not fit this host's {}-bit guest-physical address space",
                                                         format_size(cfg.mem_size), bits));
         }
     }
@@ -222,7 +224,7 @@ Result<void> Machine::setup_devices() {
 Result<void> Machine::setup_virtio() {
     for (const auto& r : mem_.regions()) dev_dirty_.emplace_back((r.size() / 4096 + 63) / 64, 0);
     if (cfg_.disks.size() + cfg_.nets.size() > kMaxVirtioDevices)
-        return fail(Domain::Config, fmt::format("at most {} virtio devices (--disk and --net together)", kMaxVirtioDevices));
+        return fail(Domain::Config, fmt::format("at most {} virtio devices (disks and network cards together)", kMaxVirtioDevices));
     for (size_t i = 0; i < cfg_.disks.size(); ++i) {
         auto blk = virtio::Blk::open(fmt::format("blk{}", i), cfg_.disks[i]);
         if (!blk) return std::unexpected(blk.error());

@@ -131,7 +131,7 @@ Result<void> Machine::restore_devices(const std::vector<DeviceRecord>& recs) {
             if (d->state_id() == id) return d;
         return nullptr;
     };
-    constexpr const char* kSame = "start the destination with the same --disk and --net options, in the same order";
+    constexpr const char* kSame = "start the destination with the same disks and network cards, in the same order";
     // Every record names one of this machine's devices, once; every device has one.
     for (size_t i = 0; i < recs.size(); ++i) {
         if (!find(recs[i].id))

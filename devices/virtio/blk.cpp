@@ -84,39 +84,25 @@ struct Blk::Request {
     bool has_status = false;
 };
 
-Result<DiskSpec> parse_disk_spec(const std::string& s) {
-    DiskSpec d;
-    d.path = s;
-    if (auto comma = s.find(','); comma != std::string::npos) {
-        d.path = s.substr(0, comma);
-        std::string opt = s.substr(comma + 1);
-        if (opt != "readonly" && opt != "readonly=on" && opt != "ro")
-            return fail(Domain::Config, fmt::format("--disk '{}': unknown option '{}' (expected PATH[,readonly])", s, opt));
-        d.readonly = true;
-    }
-    if (d.path.empty()) return fail(Domain::Config, "--disk needs a path");
-    return d;
-}
-
 Result<std::shared_ptr<Blk>> Blk::open(std::string id, const DiskSpec& spec) {
     Fd f(::open(spec.path.c_str(), (spec.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC));
-    if (!f.valid()) return fail_errno(Domain::Config, fmt::format("--disk '{}'", spec.path));
+    if (!f.valid()) return fail_config(ConfigItem::Disk, fmt::format("'{}'", spec.path), errno);
     struct stat st{};
-    if (::fstat(f.get(), &st) != 0) return fail_errno(Domain::Config, fmt::format("--disk '{}'", spec.path));
+    if (::fstat(f.get(), &st) != 0) return fail_config(ConfigItem::Disk, fmt::format("'{}'", spec.path), errno);
     uint64_t size = 0;
     if (S_ISREG(st.st_mode)) size = static_cast<uint64_t>(st.st_size);
     else if (S_ISBLK(st.st_mode)) {
         off_t end = ::lseek(f.get(), 0, SEEK_END);
-        if (end < 0) return fail_errno(Domain::Config, fmt::format("--disk '{}'", spec.path));
+        if (end < 0) return fail_config(ConfigItem::Disk, fmt::format("'{}'", spec.path), errno);
         size = static_cast<uint64_t>(end);
     } else {
-        return fail(Domain::Config, fmt::format("--disk '{}': not a regular file or block device", spec.path));
+        return fail_config(ConfigItem::Disk, fmt::format("'{}': not a regular file or block device", spec.path));
     }
-    if (size < 512) return fail(Domain::Config, fmt::format("--disk '{}': image smaller than one 512-byte sector", spec.path));
+    if (size < 512) return fail_config(ConfigItem::Disk, fmt::format("'{}': image smaller than one 512-byte sector", spec.path));
     std::shared_ptr<Blk> b(new Blk(std::move(id), std::move(f), size / 512, spec.readonly));
     if (!b->notify_.valid() || !b->stop_.valid()) return fail_errno(Domain::Device, "eventfd");
     if (int r = io_uring_queue_init(kRingEntries, &b->ring_, 0); r < 0)
-        return fail(Domain::Device, fmt::format("--disk '{}': io_uring_queue_init", spec.path), -r);
+        return fail_config(ConfigItem::Disk, fmt::format("'{}': io_uring_queue_init", spec.path), -r);
     b->ring_ok_ = true;
     b->worker_ = std::thread([p = b.get()] { p->run(); });
     return b;

@@ -37,8 +37,6 @@ struct DiskSpec {
     std::string path;
     bool readonly = false;
 };
-// "PATH[,readonly]"
-Result<DiskSpec> parse_disk_spec(const std::string& s);
 
 class Blk : public VirtioDevice {
 public:

@@ -29,33 +29,6 @@ void kick(const Fd& fd) {
 
 }  // namespace
 
-Result<NetSpec> parse_net_spec(const std::string& s) {
-    auto bad = [&](const std::string& why) {
-        return fail(Domain::Config, fmt::format("--net '{}': {} (expected tap:NAME[,mac=XX:XX:XX:XX:XX:XX])", s, why));
-    };
-    if (!s.starts_with("tap:")) return bad("only tap backends exist");
-    NetSpec n;
-    std::string rest = s.substr(4);
-    size_t comma = rest.find(',');
-    n.tap = rest.substr(0, comma);
-    if (n.tap.empty()) return bad("no tap name");
-    while (comma != std::string::npos) {
-        size_t next = rest.find(',', comma + 1);
-        std::string opt = rest.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
-        comma = next;
-        if (!opt.starts_with("mac=")) return bad(fmt::format("unknown option '{}'", opt));
-        std::string m = opt.substr(4);
-        unsigned b[6];
-        char tail;
-        if (m.size() != 17 || std::sscanf(m.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
-            return bad(fmt::format("'{}' is not a MAC address", m));
-        for (int i = 0; i < 6; ++i) n.mac[i] = static_cast<uint8_t>(b[i]);
-        if (n.mac[0] & 1) return bad(fmt::format("{} is a multicast address", m));
-        n.mac_given = true;
-    }
-    return n;
-}
-
 std::string format_mac(const MacAddress& m) {
     return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
 }
@@ -181,7 +154,7 @@ Result<void> Net::restore_state(StateReader& r) {
     State s;
     if (!r.get_struct(s)) return fail(Domain::Migration, fmt::format("{}: virtio-net state is malformed", id_));
     if (s.mac != mac_)
-        return fail(Domain::Migration, fmt::format("{}: the guest's network card has MAC {}, this one {} (give --net ...,mac={})", id_,
+        return fail(Domain::Migration, fmt::format("{}: the guest's network card has MAC {}, this one {} (give this card the MAC {})", id_,
                                                    format_mac(s.mac), format_mac(mac_), format_mac(s.mac)));
     return {};
 }

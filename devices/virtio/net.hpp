@@ -52,8 +52,6 @@ struct NetSpec {
     MacAddress mac{};  // 52:54:00:12:34:56 + index unless given
     bool mac_given = false;
 };
-// "tap:NAME[,mac=XX:XX:XX:XX:XX:XX]"
-Result<NetSpec> parse_net_spec(const std::string& s);
 std::string format_mac(const MacAddress& mac);
 
 class Net : public VirtioDevice {

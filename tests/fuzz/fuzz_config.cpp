@@ -4,7 +4,7 @@
 //     validation, memory zones, --cpu models, --disk specs) on the result;
 //   - the whole input as a size (base/size.hpp): a parsed size must survive
 //     format_size and parsing again ("512 MiB" -> "512MiB");
-//   - the whole input as a --disk spec (virtio::parse_disk_spec) and a --serial spec.
+//   - the whole input as a --disk spec (parse_disk_spec) and a --serial spec.
 // Errors are expected; crashes, hangs, leaks, uncaught exceptions and broken round
 // trips are not.
 #include <cstddef>
@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/specs.hpp"
 #include "base/size.hpp"
 #include "cli/run_options.hpp"
 #include "devices/virtio/blk.hpp"
@@ -42,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
     check_config(text);
     check_size(text);
-    if (auto d = virtio::parse_disk_spec(text); d && d->path.empty()) __builtin_trap();
+    if (auto d = parse_disk_spec(text); d && d->path.empty()) __builtin_trap();
     (void)parse_serial(text);
     return 0;
 }

@@ -158,7 +158,7 @@ TEST_CASE("KSM merges identical guests and their data stays correct", "[kvm][mem
         auto rc = p.wait_exit(kBoot);
         INFO(p.err());
         REQUIRE(rc == 0);
-        CHECK(p.err().find("ferry: warning: --ksm on, but ksmd is not running") != std::string::npos);
+        CHECK(p.err().find("ferry: warning: KSM is on, but ksmd is not running") != std::string::npos);
         CHECK(p.err().find("ksmd=stopped(run=0)") != std::string::npos);
         auto regions = report_regions(p.err());
         REQUIRE(regions.size() == 1);
@@ -237,7 +237,7 @@ TEST_CASE("absent NUMA nodes and impossible policies fail before the guest start
     if (!std::filesystem::exists("/sys/devices/system/node/node1"))
         expect_clean_error({"--numa-node", "1:preferred", "--mem", "64M"}, "NUMA node 1 does not exist");
     expect_clean_error({"--numa-node", "0:local", "--mem", "64M"}, "--numa-node");
-    expect_clean_error({"--ksm", "on", "--memory-backend", "memfd", "--mem", "64M"}, "--memory-backend anon");
+    expect_clean_error({"--ksm", "on", "--memory-backend", "memfd", "--mem", "64M"}, "--ksm on: KSM merges only private anonymous memory (the anon memory backend), not memfd");
 }
 
 TEST_CASE("hugetlbfs needs reserved huge pages, and runs with them", "[kvm][memory][hugetlbfs]") {

@@ -1,6 +1,7 @@
 // CPU models: parsing, the baseline mask, and the destination's feature check.
 #include <catch2/catch.hpp>
 
+#include "cli/specs.hpp"
 #include "migration/stream.hpp"
 #include "vmm/cpu_model.hpp"
 

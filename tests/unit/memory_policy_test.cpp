@@ -6,12 +6,15 @@
 #include <cstring>
 #include <fstream>
 
+#include "cli/messages.hpp"
+#include "cli/specs.hpp"
 #include "cli/run_options.hpp"
 #include "memory/guest_memory.hpp"
 #include "memory/numa.hpp"
 #include "memory/policy.hpp"
 #include "memory/prealloc.hpp"
 #include "memory/report.hpp"
+#include "monitor/memory_json.hpp"
 
 using namespace ferry;
 
@@ -264,7 +267,8 @@ TEST_CASE("KSM is for anonymous memory; the JSON report has the documented shape
     auto memfd = one_region(4 * kMiB, Backend::Memfd);
     auto refused = apply_ksm(memfd.regions()[0].map, true);
     REQUIRE_FALSE(refused);
-    CHECK(refused.error().message().find("--memory-backend anon") != std::string::npos);
+    CHECK(refused.error().item == ConfigItem::Ksm);
+    CHECK(user_message(refused.error()) == "--ksm on: KSM merges only private anonymous memory (the anon memory backend), not memfd");
     CHECK(apply_ksm(memfd.regions()[0].map, false));
 
     auto mem = one_region(4 * kMiB);

@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "cli/specs.hpp"
 #include "devices/virtio/blk.hpp"
 #include "devices/virtio/mmio.hpp"
 #include "devices/virtio/queue.hpp"
