@@ -233,6 +233,7 @@ Result<void> Machine::setup_virtio() {
     for (size_t i = 0; i < cfg_.nets.size(); ++i) {
         auto net = virtio::Net::open(fmt::format("net{}", i), cfg_.nets[i]);
         if (!net) return std::unexpected(net.error());
+        nets_.push_back(*net);
         if (auto ok = add_virtio(*net); !ok) return ok;
     }
     return {};
@@ -445,9 +446,8 @@ void Machine::kick_virtio() {
 Result<size_t> Machine::announce(const virtio::AnnounceParams& p, const std::vector<std::string>& ids) {
     if (auto ok = virtio::check_announce(p); !ok) return std::unexpected(ok.error());
     std::vector<virtio::Net*> nets;
-    for (auto& t : virtio_)
-        if (auto* n = dynamic_cast<virtio::Net*>(&t->device()); n && (ids.empty() || std::ranges::find(ids, n->id()) != ids.end()))
-            nets.push_back(n);
+    for (const auto& n : nets_)
+        if (ids.empty() || std::ranges::find(ids, n->id()) != ids.end()) nets.push_back(n.get());
     for (const auto& id : ids)
         if (std::ranges::none_of(nets, [&](auto* n) { return n->id() == id; }))
             return fail(Domain::Config, fmt::format("announce: '{}' is not a network card of this guest", id));

@@ -203,6 +203,7 @@ private:
     std::vector<std::unique_ptr<SavedDevice>> chips_;  // the in-kernel PICs, IOAPIC and PIT (vmm/kvm_chips.hpp)
     std::vector<Fd> virtio_irqfds_;  // before virtio_: outlives the transports that write them
     std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+    std::vector<std::shared_ptr<virtio::Net>> nets_;  // the network cards among them (announce)
     void mark_device_dirty(Gpa gpa, uint64_t len);
     std::mutex dev_dirty_mu_;
     std::vector<std::vector<uint64_t>> dev_dirty_;  // per region, a bit per page; guarded by dev_dirty_mu_

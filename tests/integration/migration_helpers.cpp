@@ -88,6 +88,21 @@ nlohmann::json wait_status(const std::string& qmp, const std::string& want, std:
     return q;
 }
 
+nlohmann::json wait_ram_sent(const std::string& qmp, uint64_t bytes, std::chrono::seconds limit) {
+    nlohmann::json q;
+    auto sent = [&] { return q.contains("ram") ? q["ram"].value("transferred", uint64_t{0}) : uint64_t{0}; };
+    auto until = std::chrono::steady_clock::now() + limit;
+    do {
+        q = qmp_json(qmp, "query-migrate");
+        if (q.value("status", "") == "active" && sent() >= bytes) break;
+        std::this_thread::sleep_for(100ms);
+    } while (std::chrono::steady_clock::now() < until);
+    INFO("waiting for " << bytes << " bytes sent: " << q.dump());
+    CHECK(q.value("status", "") == "active");
+    CHECK(sent() >= bytes);
+    return q;
+}
+
 std::string qmp_error(const std::string& qmp, const std::string& cmd, const std::string& args) {
     std::vector<std::string> argv{ferry_bin(), "qmp", "--qmp", qmp, cmd};
     if (!args.empty()) argv.push_back(args);

@@ -32,6 +32,9 @@ nlohmann::json qmp_json(const std::string& qmp, const std::string& cmd, const st
 // query-migrate once its status is `want` (checked), polling for up to `limit`.
 nlohmann::json wait_status(const std::string& qmp, const std::string& want,
                            std::chrono::seconds limit = std::chrono::seconds(60));
+// Waits until the outgoing migration at `qmp` is active and has sent at least `bytes`
+// of RAM (a point in the middle of a migration, instead of a sleep).
+nlohmann::json wait_ram_sent(const std::string& qmp, uint64_t bytes, std::chrono::seconds limit = std::chrono::seconds(60));
 // `ferry qmp` of a command that must fail (checked: status 1): its error line.
 std::string qmp_error(const std::string& qmp, const std::string& cmd, const std::string& args = "");
 // `ferry qmp` of a command: its exit status and stderr (the error line).

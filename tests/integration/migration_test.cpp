@@ -99,8 +99,7 @@ TEST_CASE("cancel, or a destination dying, leaves the source running", "[kvm][mi
             auto dst = destination("256M", 1, port);
             // 8 MiB/s: the 128 MiB working set takes ~16 s, time to interrupt it.
             auto mig = migrate(q, port, {"--max-bandwidth", "8M"});
-            REQUIRE(src->wait_line(std::regex("^guest: tick=\\d+ "), 30s));
-            std::this_thread::sleep_for(2s);
+            wait_ram_sent(q, 8 << 20);  // about a second in
             if (how == "cancel") {
                 qmp_cmd(q, "migrate_cancel");
             } else {
@@ -167,7 +166,7 @@ TEST_CASE("a destination whose source dies mid-way exits and never runs the gues
     int port = 0;
     auto dst = destination("256M", 1, port);
     auto mig = migrate(q, port, {"--max-bandwidth", "8M"});
-    std::this_thread::sleep_for(3s);
+    wait_ram_sent(q, 16 << 20);  // mid-way: the working set takes ~16 s
     src->signal(SIGKILL);
     auto rc = dst->wait_exit(60s);
     INFO(dst->err());

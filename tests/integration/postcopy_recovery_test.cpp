@@ -126,7 +126,7 @@ TEST_CASE("postcopy recovery commands are refused where nothing is paused", "[kv
     auto dst = destination("64M", 1, port);
     qmp_json(q, "migrate-set-parameters", R"({"max-bandwidth": 4194304})");
     auto mig = migrate(q, port);
-    std::this_thread::sleep_for(500ms);
+    wait_ram_sent(q, 1 << 20);
     CHECK(qmp_error(q, "migrate-pause").find("only a postcopy migration") != std::string::npos);
     CHECK(qmp_error(q, "migrate", R"({"uri": "tcp:127.0.0.1:1", "resume": true})").find("no paused postcopy") !=
           std::string::npos);
