@@ -26,6 +26,9 @@
 #include "memory/prealloc.hpp"
 #include "vmm/cpu_model.hpp"
 #include "vmm/cpu_state.hpp"
+#include "vmm/device_manager.hpp"
+#include "vmm/memory_manager.hpp"
+#include "vmm/vcpu_manager.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/vcpu_thread.hpp"
 
@@ -73,7 +76,6 @@ struct MachineConfig {
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
-inline constexpr size_t kMaxVirtioDevices = 8;  // IRQs 5..12
 
 // QEMU's RunState names: inmigrate = waiting for an incoming migration (no guest code
 // has run); postmigrate = paused for good after the guest moved away.
@@ -167,55 +169,30 @@ public:
     // since the last call, and forgets them (KVM's dirty log sees only vCPU writes).
     void take_device_dirty(std::vector<std::vector<uint64_t>>& bitmaps);
 
-    const GuestMemory& memory() const { return mem_; }
+    const GuestMemory& memory() const { return memory_->memory(); }
     // vCPU 0's CPUID: the CPU the guest sees (its model applied).
-    const CpuidTable& guest_cpuid() const { return vcpu_cpuid_.front(); }
+    const CpuidTable& guest_cpuid() const { return vcpus_->guest_cpuid(); }
     const MachineConfig& config() const { return cfg_; }
-    uint32_t tsc_khz() const { return tsc_khz_; }
-    size_t vcpu_count() const { return vcpus_.size(); }
+    uint32_t tsc_khz() const { return vcpus_->tsc_khz(); }
+    size_t vcpu_count() const { return vcpus_->count(); }
     // The host thread id of each vCPU's thread, by vCPU index; 0 before start().
     std::vector<pid_t> vcpu_thread_ids() const;
 
 private:
-    Machine(const MachineConfig& cfg, KvmSystem kvm, Vm vm, GuestMemory mem, Fd event);
-    static Result<GuestMemory> create_guest_memory(const MachineConfig& cfg);
-    void write_memory_report();  // once, to cfg_.memory_report_fd
-    Result<void> setup_devices();
-    Result<void> setup_virtio();
-    Result<void> add_virtio(std::shared_ptr<virtio::VirtioDevice> dev);
-    Result<void> setup_vcpus();
+    Machine(const MachineConfig& cfg, KvmSystem kvm, Vm vm, std::unique_ptr<MemoryManager> memory, Fd event);
     Result<void> read_boot_images(BootState& into) const;
     Result<void> load_kernel(const BootState& boot);
-    Result<void> probe_saveable_msrs();
     Result<void> capture_power_on(BootState& into);
     void request_shutdown(ShutdownRequest req);
-    void kick_virtio();
-    std::vector<SavedDevice*> saved_devices() const;
+    void kick_virtio() { devices_->resume(); }
 
     MachineConfig cfg_;
     KvmSystem kvm_;
     Vm vm_;
-    GuestMemory mem_;
-    Bus pio_{"pio"};
-    Bus mmio_{"mmio"};
-    std::shared_ptr<Serial> serial_;
-    std::shared_ptr<Rtc> rtc_;
-    std::vector<std::unique_ptr<SavedDevice>> chips_;  // the in-kernel PICs, IOAPIC and PIT (vmm/kvm_chips.hpp)
-    std::vector<Fd> virtio_irqfds_;  // before virtio_: outlives the transports that write them
-    std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
-    std::vector<std::shared_ptr<virtio::Net>> nets_;  // the network cards among them (announce)
-    void mark_device_dirty(Gpa gpa, uint64_t len);
-    std::mutex dev_dirty_mu_;
-    std::vector<std::vector<uint64_t>> dev_dirty_;  // per region, a bit per page; guarded by dev_dirty_mu_
-    std::vector<std::unique_ptr<Vcpu>> vcpus_;
-    std::vector<std::unique_ptr<VcpuThread>> threads_;
-    uint32_t tsc_khz_ = 0;
-    bool memory_reported_ = false;  // guarded by mu_ (stop())
-    size_t xsave_size_ = 4096;
-    std::vector<uint32_t> saveable_msrs_;
-    std::vector<CpuidTable> vcpu_cpuid_;  // what each vCPU was given (KVM_SET_CPUID2)
-    bool manual_dirty_log_ = false;
-    std::atomic<bool> dirty_logging_{false};  // a migration is under way
+    std::unique_ptr<MemoryManager> memory_;  // before devices_, whose devices use its RAM
+    // Before the vCPUs: they dispatch to its buses, so it goes after them.
+    std::unique_ptr<DeviceManager> devices_;
+    std::unique_ptr<VcpuManager> vcpus_;  // after devices_: its threads dispatch to the buses
     std::shared_ptr<const BootState> boot_;  // what reset() goes back to (guarded by mu_ once started)
 
     Fd shutdown_event_;

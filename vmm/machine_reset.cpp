@@ -20,7 +20,7 @@
 namespace ferry {
 
 Result<void> Machine::capture_power_on(BootState& p) {
-    for (size_t i = 0; i < vcpus_.size(); ++i) {
+    for (size_t i = 0; i < vcpus_->count(); ++i) {
         auto v = save_vcpu(i);
         if (!v) return std::unexpected(v.error());
         v->cpuid.clear();  // it keeps the CPUID it has (KVM refuses a KVM_SET_CPUID2 after KVM_RUN)
@@ -42,7 +42,7 @@ Result<void> Machine::reset() {
                                  "no kernel to boot it again");
     if (state_ != RunState::Running && state_ != RunState::Paused)
         return fail(Domain::Kvm, fmt::format("reset: the guest is {}", run_state_name(state_)));
-    if (dirty_logging_) return fail(Domain::Kvm, "reset: a migration is in progress (cancel it first)");
+    if (memory_->dirty_logging()) return fail(Domain::Kvm, "reset: a migration is in progress (cancel it first)");
     {
         // A pending request: the guest's own reset is what this carries out (forget it);
         // a power-off or a crash wins over a reset.
@@ -56,15 +56,15 @@ Result<void> Machine::reset() {
         }
     }
     const bool was_running = state_ == RunState::Running;
-    for (auto& t : threads_) t->pause();  // each completes its last exit first
-    for (auto& v : virtio_) v->drain();   // nothing in flight writes RAM afterwards
+    vcpus_->pause();  // each completes its last exit first
+    devices_->drain();  // nothing in flight writes RAM afterwards
     auto restore = [&]() -> Result<void> {
-        if (boot_->vcpus.size() != vcpus_.size()) return fail(Domain::Kvm, "reset: the boot state has another vCPU count");
+        if (boot_->vcpus.size() != vcpus_->count()) return fail(Domain::Kvm, "reset: the boot state has another vCPU count");
         auto devices = decode_records(boot_->devices);
         if (!devices) return std::unexpected(devices.error());
         if (auto ok = restore_devices(*devices); !ok) return ok;
         if (auto ok = restore_vm(boot_->vm); !ok) return ok;
-        for (size_t i = 0; i < vcpus_.size(); ++i)
+        for (size_t i = 0; i < vcpus_->count(); ++i)
             if (auto ok = restore_vcpu(i, boot_->vcpus[i]); !ok) return ok;
         return load_kernel(*boot_);
     };
@@ -75,9 +75,9 @@ Result<void> Machine::reset() {
                                              ok.error().message()));
     }
     logger("vmm")->info("reset: the guest boots again");
-    for (auto& t : threads_) t->revive();  // a vCPU that asked for the reset parked for good
+    vcpus_->revive();  // a vCPU that asked for the reset parked for good
     if (was_running) {
-        for (auto& t : threads_) t->resume();
+        vcpus_->resume();
         kick_virtio();  // the drain above holds the devices
     }
     return {};

@@ -12,11 +12,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string write_temp(const std::string& name, const std::string& content) {
-    std::string path = "/tmp/ferry-clitest-" + std::to_string(::getpid()) + "-" + name;
-    std::ofstream(path, std::ios::binary) << content;
-    return path;
-}
 
 void expect_clean_error(std::vector<std::string> args, const std::string& needle) {
     std::vector<std::string> argv{ferry_bin()};

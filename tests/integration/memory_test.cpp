@@ -110,11 +110,6 @@ std::string thp_mode() {
     return a == std::string::npos ? line : line.substr(a + 1, b - a - 1);
 }
 
-std::string write_temp(const std::string& name, const std::string& content) {
-    std::string path = "/tmp/ferry-memtest-" + std::to_string(::getpid()) + "-" + name;
-    std::ofstream(path) << content;
-    return path;
-}
 
 }  // namespace
 

@@ -16,7 +16,6 @@ namespace ferry::test {
 using namespace std::chrono_literals;
 
 
-std::string sock(const std::string& name) { return "/tmp/ferry-mig-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
 
 std::unique_ptr<Process> source(const std::string& qmp, const std::string& mem, int cpus, const std::string& cmdline,
                                 std::vector<std::string> extra) {

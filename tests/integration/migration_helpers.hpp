@@ -14,8 +14,6 @@ namespace ferry::test {
 
 inline constexpr auto kLong = std::chrono::seconds(120);
 
-// A socket path unique to this test process.
-std::string sock(const std::string& name);
 // `ferry run` of the test guest with a QMP socket.
 std::unique_ptr<Process> source(const std::string& qmp, const std::string& mem, int cpus, const std::string& cmdline,
                                 std::vector<std::string> extra = {});

@@ -161,7 +161,6 @@ std::optional<NetLine> parse_net(const std::optional<std::string>& line) {
     return NetLine{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3])};
 }
 
-std::string sock(const std::string& name) { return "/tmp/ferry-net-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
 
 #define NEED_TAP(tap)                                                                              \
     if (!(tap).ok()) {                                                                             \

@@ -192,7 +192,7 @@ TEST_CASE("postcopy is refused before any page when the destination cannot serve
     // UFFD_FEATURE_MISSING_HUGETLBFS (1 << 4) hidden: a kernel whose userfaultfd cannot
     // serve hugetlbfs.
     for (const auto& c : {Case{"no-userfaultfd", {}, "FERRY_TEST_DENY_USERFAULTFD=1", "userfaultfd is not available"},
-                          Case{"prealloc", {"--prealloc"}, "", "--prealloc"},
+                          Case{"prealloc", {"--prealloc"}, "", "preallocated its RAM"},
                           Case{"hugetlbfs-without-uffd-support", {"--memory-backend", "hugetlbfs"}, "FERRY_TEST_UFFD_HIDE_FEATURES=10",
                                "cannot serve hugetlbfs-backed RAM"}}) {
         DYNAMIC_SECTION(c.name) {

@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -18,6 +20,14 @@ namespace ferry::test {
 std::string ferry_bin() { return FERRY_BIN; }
 std::string testguest_elf() { return TESTGUEST_ELF; }
 bool kvm_available() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
+
+std::string sock(const std::string& name) { return "/tmp/ferry-test-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
+
+std::string write_temp(const std::string& name, const std::string& content) {
+    std::string path = "/tmp/ferry-test-" + std::to_string(::getpid()) + "-" + name;
+    std::ofstream(path, std::ios::binary) << content;
+    return path;
+}
 
 namespace {
 int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }

@@ -64,4 +64,10 @@ std::string ferry_bin();
 std::string testguest_elf();
 bool kvm_available();
 
+// Shared by every test file: a QMP socket path for this test process
+// (/tmp/ferry-test-PID-NAME.sock; ferry replaces a stale one), and a file written with
+// `content` (/tmp/ferry-test-PID-NAME), its path returned.
+std::string sock(const std::string& name);
+std::string write_temp(const std::string& name, const std::string& content);
+
 }  // namespace ferry::test

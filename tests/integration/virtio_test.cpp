@@ -56,7 +56,6 @@ std::optional<BlkLine> parse_blk(const std::optional<std::string>& line) {
     return BlkLine{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3]), std::stoull(m[4])};
 }
 
-std::string sock(const std::string& name) { return "/tmp/ferry-virtio-" + std::to_string(::getpid()) + "-" + name + ".sock"; }
 
 }  // namespace
 
