@@ -162,6 +162,15 @@ std::optional<NetLine> parse_net(const std::optional<std::string>& line) {
 }
 
 
+// A migration source: the test guest in mode=net behind `tap`, with QMP at `qmp`,
+// once its driver is up (required).
+std::unique_ptr<Process> net_source(const TapDev& tap, const std::string& qmp) {
+    auto p = std::make_unique<Process>(std::vector<std::string>{ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M",
+                                                                "--qmp", qmp, "--net", "tap:" + tap.name, "--cmdline", "mode=net"});
+    REQUIRE(p->wait_line(std::regex("^guest: net mac="), kLong));
+    return p;
+}
+
 #define NEED_TAP(tap)                                                                              \
     if (!(tap).ok()) {                                                                             \
         WARN("skipped: cannot create and open a tap device here (needs CAP_NET_ADMIN, /dev/net/tun)"); \
@@ -214,9 +223,7 @@ TEST_CASE("virtio-net: a guest with a network card migrates to another tap and a
     NEED_TAP(a);
     NEED_TAP(b);
     auto q = sock("src");
-    auto src = std::make_unique<Process>(std::vector<std::string>{ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M",
-                                                                  "--qmp", q, "--net", "tap:" + a.name, "--cmdline", "mode=net"});
-    REQUIRE(src->wait_line(std::regex("^guest: net mac="), kLong));
+    auto src = net_source(a, q);
     CHECK(a.exchange(1, 10) == 10);
     // A destination with another MAC is refused; the source goes on.
     {
@@ -264,9 +271,7 @@ TEST_CASE("virtio-net: frames arriving during the switch-over wait for the desti
     NEED_TAP(a);
     NEED_TAP(b);
     auto q = sock("flood");
-    auto src = std::make_unique<Process>(std::vector<std::string>{ferry_bin(), "run", "--kernel", testguest_elf(), "--mem", "64M",
-                                                                  "--qmp", q, "--net", "tap:" + a.name, "--cmdline", "mode=net"});
-    REQUIRE(src->wait_line(std::regex("^guest: net mac="), kLong));
+    auto src = net_source(a, q);
     REQUIRE(a.exchange(1, 5) == 5);
     Process dst({ferry_bin(), "run", "--mem", "64M", "--net", "tap:" + b.name, "--incoming", "tcp:127.0.0.1:0"});
     auto port = incoming_port(dst);
