@@ -55,6 +55,13 @@ Result<DeviceRecord> get_record(StateReader& r) {
     return rec;
 }
 
+Result<DeviceRecord> decode_record(std::span<const uint8_t> bytes) {
+    StateReader r(bytes);
+    auto rec = get_record(r);
+    if (rec && !r.at_end()) return fail(Domain::Migration, "device state: trailing bytes after the record");
+    return rec;
+}
+
 std::vector<uint8_t> encode_records(const std::vector<DeviceRecord>& recs) {
     StateWriter w;
     w.put(static_cast<uint32_t>(recs.size()));

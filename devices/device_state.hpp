@@ -73,6 +73,8 @@ void put_record(StateWriter& w, const DeviceRecord& rec);
 // Refuses a malformed record: an id that is empty, too long or not printable, a
 // state over kMaxDeviceState, truncated bytes.
 Result<DeviceRecord> get_record(StateReader& r);
+// Exactly one record in `bytes` (a device-state section's payload): trailing bytes are refused.
+Result<DeviceRecord> decode_record(std::span<const uint8_t> bytes);
 
 // A list of records: u32 count (at most kMaxDeviceRecords), then each record.
 std::vector<uint8_t> encode_records(const std::vector<DeviceRecord>& recs);

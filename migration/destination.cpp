@@ -380,10 +380,8 @@ Result<void> MigrationDestination::on_device(Section& s, bool& done) {
         case SectionKind::DeviceState: {
             if (devices_.size() >= kMaxDeviceRecords)
                 return fail(Domain::Migration, fmt::format("stream: more than {} device-state sections", kMaxDeviceRecords));
-            StateReader r(s.payload);
-            auto rec = get_record(r);
+            auto rec = decode_record(s.payload);
             if (!rec) return std::unexpected(rec.error());
-            if (!r.at_end()) return fail(Domain::Migration, "stream: a device-state section has trailing bytes");
             devices_.push_back(std::move(*rec));
             return {};
         }

@@ -17,7 +17,7 @@
 //   Discard, PageRequest  decode_page_runs against the fake RAM; HeaderAck: decode_caps
 //   VcpuState    u64 saved-at + VcpuState::load; VmState: VmState::load (both must
 //                re-encode to what they read)
-//   DeviceState  get_record (devices/device_state.hpp), then load_record, as
+//   DeviceState  decode_record (devices/device_state.hpp), then load_record, as
 //                Machine::restore_devices does once the id matched a device, into
 //                the device of the record's kind: an 8250, an RTC, or a virtio-blk's
 //                transport over a scratch image (skipped without io_uring), whose
@@ -141,9 +141,8 @@ void on_vm_state(std::span<const uint8_t> payload) {
 }
 
 void on_device_state(std::span<const uint8_t> payload) {
-    StateReader r(payload);
-    auto rec = get_record(r);
-    if (!rec || !r.at_end()) return;
+    auto rec = decode_record(payload);
+    if (!rec) return;
     switch (static_cast<DeviceKind>(rec->kind)) {
         case DeviceKind::Serial8250: {
             Serial s(-1, {});
